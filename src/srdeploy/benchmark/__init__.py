@@ -1,0 +1,1 @@
+"""srdeploy.benchmark (see the project's issues for its scope)."""

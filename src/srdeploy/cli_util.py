@@ -1,0 +1,36 @@
+"""Shared CLI plumbing: one-line errors with exit code 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from .errors import SrDeployError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (exit 2), ``--help`` unchanged."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Call *main*; map user errors to one line on stderr and their exit code."""
+    try:
+        return main(argv)
+    except SrDeployError as exc:
+        msg = " ".join(str(exc).split())
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal failure still gets one line; SRDEPLOY_DEBUG=1 shows the trace
+        if os.environ.get("SRDEPLOY_DEBUG"):
+            raise
+        msg = " ".join(str(exc).split())[:400]
+        print(f"{prog}: internal error: {type(exc).__name__}: {msg} (set SRDEPLOY_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,99 @@
+"""One function per format: PyTorch → ONNX, ONNX → TFLite (FP32, FP16) via onnx2tf."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import SrDeployError
+from ..runtime import quiet_tensorflow
+from ..sample_images import sample_batch
+
+__all__ = ["ExportFailed", "export_onnx", "convert_onnx2tf", "ONNX_OPSET"]
+
+ONNX_OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+#: onnx2tf loads this file from the current directory when present and otherwise downloads
+#: it (MS-COCO crops) for its accuracy check — see ``download_test_image_data`` in onnx2tf.
+ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+class ExportFailed(SrDeployError):
+    """A converter failed on a valid request (exit code 1)."""
+
+    exit_code = 1
+
+
+def export_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
+    """Export NCHW float32 ``1×3×H×W`` → ``1×3×sH×sW`` with the TorchScript exporter, then simplify."""
+    import onnx
+    import onnxsim
+
+    h, w = size
+    dummy = torch.rand(1, 3, h, w)
+    buf = io.BytesIO()
+    with torch.no_grad(), _quiet():
+        torch.onnx.export(model.eval(), (dummy,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
+    proto = onnx.load_from_string(buf.getvalue())
+    # onnxsim folds the Constant/Slice chains of torch.split; onnx2tf mis-lays-out the raw form.
+    simplified, ok = onnxsim.simplify(proto)
+    if not ok:
+        raise ExportFailed("onnxsim could not validate the simplified ONNX graph")
+    onnx.checker.check_model(simplified)
+    onnx.save(simplified, str(path))
+
+
+def convert_onnx2tf(onnx_path: Path, work_dir: Path) -> dict[str, Path]:
+    """Run onnx2tf offline in *work_dir*; return ``{"fp32": path, "fp16": path}``.
+
+    onnx2tf wants sample images for image-shaped inputs and downloads them when the
+    sample file is not in the current directory; we write one from local images first.
+    """
+    quiet_tensorflow()
+    import onnx2tf
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out = work_dir / "saved_model"
+    log = work_dir / "onnx2tf.log"
+    with contextlib.chdir(work_dir):
+        np.save(ONNX2TF_SAMPLE_FILE, sample_batch(20, 128))
+        try:
+            with open(log, "w") as fh, contextlib.redirect_stdout(fh), _quiet():
+                onnx2tf.convert(
+                    input_onnx_file_path=str(onnx_path),
+                    output_folder_path=str(out),
+                    non_verbose=True,
+                    copy_onnx_input_output_names_to_tflite=True,
+                )
+        except (Exception, SystemExit) as exc:
+            tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+            raise ExportFailed(f"onnx2tf failed: {type(exc).__name__}: {exc} {' '.join(tail)}".strip()) from None
+    stem = onnx_path.stem
+    result = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
+    for prec, p in result.items():
+        if not p.is_file():
+            raise ExportFailed(f"onnx2tf produced no {prec} model (see {log})")
+    return result
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep library warnings (exporter deprecations, TF chatter) off the user's screen."""
+    import warnings
+
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            tf_logger.setLevel(level)

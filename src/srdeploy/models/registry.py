@@ -1,0 +1,225 @@
+"""One registry for every network and its official weights (in the spirit of timm's ``create_model``)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch.nn as nn
+
+from ..errors import SrDeployError
+from .dipnet import DIPNET_BRANCHES, DIPNet
+from .imdn import IMDNNet
+from .reparam import DEFAULT_IMDN_PLUS_BRANCHES, RepConv
+from .weights import WeightsSpec, load_checkpoint, resolve_weights
+
+__all__ = ["ModelSpec", "MODELS", "create_model", "get_spec", "list_models", "init_from_deploy"]
+
+_IMDN_GH = "https://github.com/Zheng222/IMDN/raw/master/"
+_NTIRE_GH = "https://github.com/ofsoundof/NTIRE2022_ESR/raw/main/"
+_DIPNET_GH = "https://github.com/xiumu00/DIPNet/raw/master/"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    scales: tuple[int, ...]
+    #: builds the network: ``builder(scale, rep_branches_or_None)``
+    builder: Callable[[int, Sequence[str] | None], nn.Module]
+    weights: dict[int, WeightsSpec] = field(default_factory=dict)
+    #: branch set of the training form's RepConvs; None when the paper has no training form
+    train_branches: tuple[str, ...] | None = None
+    #: default LR export size (H, W)
+    default_size: tuple[int, int] = (256, 256)
+    #: input H and W must be multiples of this
+    size_multiple: int = 1
+    #: smallest input side the architecture accepts
+    min_size: int = 1
+    #: what "scale" means when it is not plain SR (IMDN_AS)
+    scale_note: str = ""
+    #: paper / origin, for --help and the manifest
+    reference: str = ""
+
+
+def _imdn(scale, rep):
+    return IMDNNet(scale, channels=64, n_blocks=6, aggregate=True,
+                   block=dict(distilled=16, conv_out=(64, 64, 64, 16), act="lrelu", attention=True))
+
+
+def _imdn_as(scale, rep):
+    return IMDNNet(scale, channels=64, n_blocks=6, aggregate=True, head_strides=(2, 2),
+                   block=dict(distilled=16, conv_out=(64, 64, 64, 16), act="lrelu", attention=True))
+
+
+def _imdn_rtc(scale, rep):
+    return IMDNNet(scale, channels=12, n_blocks=5, lr_kernel=1,
+                   block=dict(distilled=3, conv_out=(12, 12, 12, 3), act="lrelu"))
+
+
+def _imdn_rte(scale, rep):
+    return IMDNNet(scale, channels=20, n_blocks=6, lr_kernel=1, lr_bias=False,
+                   head_strides=(1, 2), head_bias=(True, False), head_act="relu", pixel_range=255.0,
+                   block=dict(distilled=5, conv_out=(20, 20, 20, 15, 10, 5), act="relu",
+                              act_last=True, bias=False))
+
+
+def _imdn_plus(scale, rep):
+    return IMDNNet(scale, channels=36, n_blocks=8, rep=rep,
+                   block=dict(distilled=6, conv_out=(36, 30, 24, 18, 12, 6), act="silu", act_last=True))
+
+
+def _dipnet(scale, rep):
+    return DIPNet(scale, channels=44, mid=38, n_blocks=4, esa=True, rep=rep)
+
+
+def _dipnet_lite(scale, rep):
+    return DIPNet(scale, channels=32, mid=24, n_blocks=4, esa=False, rep=rep)
+
+
+def _imdn_weights(scale: int) -> WeightsSpec:
+    sha = {2: "740b39653592bd3f49955a21cd9e16f2d37f2c413368cc09327601b8fbe42ce1",
+           3: "11b1716a19bc16e5e353e1db798d476169338e631eb170c82d765559888cb028",
+           4: "e660c38221147217a136debeb99eb304d62d9c0f73ac421ed66281b619719714"}[scale]
+    return WeightsSpec(f"imdn_x{scale}.pth", sha, f"{_IMDN_GH}checkpoints/IMDN_x{scale}.pth",
+                       remap=((r"^IMDB(\d)\.", lambda m: f"blocks.{int(m.group(1)) - 1}."),),
+                       source="Zheng222/IMDN @ 8f158e6")
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def _register(spec: ModelSpec) -> None:
+    MODELS[spec.name] = spec
+
+
+_register(ModelSpec(
+    "imdn", "IMDN: 64 features, 6 IMDB with contrast-aware channel attention (~0.7 M params)",
+    scales=(2, 3, 4), builder=_imdn, weights={s: _imdn_weights(s) for s in (2, 3, 4)},
+    reference="Hui et al., Lightweight Image Super-Resolution with Information Multi-distillation Network, ACM MM 2019"))
+_register(ModelSpec(
+    "imdn_as", "IMDN_AS: IMDN with two stride-2 head convs, for any scale (input already bicubic-upscaled)",
+    scales=(1,), builder=_imdn_as, size_multiple=4,
+    weights={1: WeightsSpec("imdn_as.pth", "3cbddf7635581a5a1eab501b18081e7825dcdfd53a1a7670e1e571515eae76ff",
+                            f"{_IMDN_GH}checkpoints/IMDN_AS.pth",
+                            remap=((r"^IMDB(\d)\.", lambda m: f"blocks.{int(m.group(1)) - 1}."),),
+                            source="Zheng222/IMDN @ 8f158e6")},
+    scale_note="output size = input size: feed a bicubic-upscaled image (any scale); H and W multiples of 4",
+    reference="Hui et al., ACM MM 2019 (RealSR / any-scale variant)"))
+_register(ModelSpec(
+    "imdn_rtc", "IMDN_RTC: 12 features, 5 speed IMDB without attention (20 k params)",
+    scales=(2,), builder=_imdn_rtc, default_size=(720, 480),
+    weights={2: WeightsSpec("imdn_rtc_x2.pth", "5696ca25971477a93f2a3f3b235039e30afefff1bb560efdc48c0f880635a2ab",
+                            f"{_IMDN_GH}checkpoints/model_RTC.pth",
+                            remap=((r"^model\.0\.", "fea_conv."), (r"^model\.1\.sub\.5\.", "LR_conv."),
+                                   (r"^model\.1\.sub\.", "blocks."), (r"^model\.2\.", "upsampler.0.")),
+                            source="Zheng222/IMDN @ 8f158e6")},
+    reference="IMDN, RTC image SR challenge winner"))
+_register(ModelSpec(
+    "imdn_rte", "IMDN_RTE: 20 features, stride-2 head, 6 large IMDB with ReLU, no bias (90 k params)",
+    scales=(2,), builder=_imdn_rte, size_multiple=2,
+    weights={2: WeightsSpec("imdn_rte_x2.pth", "4f5df6feb541d3904e1bceb9d7444bde3a8068d91c22941f4c83247663081c7d",
+                            f"{_IMDN_GH}checkpoints/model_RTE.pth",
+                            remap=((r"^block(\d)\.", lambda m: f"blocks.{int(m.group(1)) - 1}."),),
+                            source="Zheng222/IMDN @ 8f158e6")},
+    reference="IMDN, RTE variant"))
+_register(ModelSpec(
+    "imdn_plus", "IMDN+: 36 features, 8 IMDB+ with SiLU, re-parameterizable 3x3 convs (276 k params)",
+    scales=(4,), builder=_imdn_plus, train_branches=DEFAULT_IMDN_PLUS_BRANCHES,
+    weights={4: WeightsSpec("imdn_plus_x4.pth", "0051dcbeb82684fef3981eff81df86bb167b8f9602323fa37f82f8c5566ff5a9",
+                            f"{_NTIRE_GH}model_zoo/team39_imdn_plus.pth",
+                            remap=((r"^FEM\.0\.", "fea_conv."), (r"^FEM\.1\.sub\.8\.", "LR_conv."),
+                                   (r"^FEM\.1\.sub\.", "blocks."), (r"^RM\.0\.", "upsampler.0.")),
+                            source="ofsoundof/NTIRE2022_ESR @ 044c930")},
+    reference="NTIRE 2022 Efficient SR challenge report, team IMDN+"))
+_register(ModelSpec(
+    "dipnet", "DIPNet: feature 44, mid 38, 4 RRFB with ESA, no conv bias (243 k params)",
+    scales=(4,), builder=_dipnet, train_branches=DIPNET_BRANCHES, min_size=16,
+    weights={4: WeightsSpec("dipnet_x4.pth", "7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1",
+                            f"{_DIPNET_GH}model_zoo/DIPNet.pth", source="xiumu00/DIPNet @ 69f43a7")},
+    reference="Yu et al., DIPNet: Efficiency Distillation and Iterative Pruning for Image SR, CVPRW 2023"))
+_register(ModelSpec(
+    "dipnet_lite", "DIPNet-lite: x2, no ESA, feature 32, mid 24 (93 k params; no public weights)",
+    scales=(2,), builder=_dipnet_lite, train_branches=DIPNET_BRANCHES, default_size=(1080, 1920),
+    reference="DIPNet seed variant deployed by a vendor at 1080x1920"))
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise SrDeployError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def check_scale(spec: ModelSpec, scale: int | None) -> int:
+    if scale is None:
+        return spec.scales[0]
+    if scale not in spec.scales:
+        raise SrDeployError(
+            f"{spec.name} does not support scale {scale}; supported: {', '.join(f'x{s}' for s in spec.scales)}")
+    return scale
+
+
+def init_from_deploy(train_model: nn.Module, deploy_model: nn.Module) -> None:
+    """Give a training form the exact function of a deploy form (RepConvs via ``load_fused``)."""
+    deploy_modules = dict(deploy_model.named_modules())
+    for name, mod in train_model.named_modules():
+        if isinstance(mod, RepConv):
+            conv = deploy_modules[name]
+            mod.load_fused(conv.weight.data, None if conv.bias is None else conv.bias.data)
+    rep_prefixes = tuple(n + "." for n, m in train_model.named_modules() if isinstance(m, RepConv))
+    deploy_state = deploy_model.state_dict()
+    train_state = train_model.state_dict()
+    for key in train_state:
+        if not key.startswith(rep_prefixes):
+            train_state[key].copy_(deploy_state[key])
+
+
+def create_model(
+    name: str,
+    scale: int | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    form: str = "deploy",
+    download: bool = False,
+) -> nn.Module:
+    """Build a registered model.
+
+    * ``form="deploy"`` (plain convs, loads official checkpoints) or ``"train"`` (RepConv
+      blocks where the paper has them; initialised to the exact function of the deploy
+      weights when pretrained).
+    * ``pretrained``: load weights from *weights* (a path), ``$SRDEPLOY_WEIGHTS`` /
+      ``../shared/weights``, the user cache, or — with ``download=True`` — the public address.
+    """
+    spec = get_spec(name)
+    scale = check_scale(spec, scale)
+    if form not in ("deploy", "train"):
+        raise SrDeployError(f"form must be 'deploy' or 'train', got {form!r}")
+    if form == "train" and spec.train_branches is None:
+        raise SrDeployError(f"{name} has no re-parameterizable training form")
+    deploy = spec.builder(scale, None)
+    if pretrained or weights is not None:
+        if weights is not None:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise SrDeployError(f"weights file not found: {path}")
+            remap = spec.weights[scale].remap if scale in spec.weights else ()
+            load_checkpoint(deploy, path, remap)
+        elif scale in spec.weights:
+            ws = spec.weights[scale]
+            load_checkpoint(deploy, resolve_weights(ws, download=download), ws.remap)
+        else:
+            raise SrDeployError(
+                f"{name} x{scale} has no public weights: use pretrained=False (random init) or give a weights path")
+    deploy.eval()
+    if form == "deploy":
+        return deploy
+    train = spec.builder(scale, spec.train_branches)
+    if pretrained or weights is not None:
+        init_from_deploy(train, deploy)
+    return train

@@ -1,0 +1,1 @@
+"""srdeploy.quantize (see the project's issues for its scope)."""

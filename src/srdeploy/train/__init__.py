@@ -1,0 +1,1 @@
+"""srdeploy.train (see the project's issues for its scope)."""

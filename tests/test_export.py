@@ -1,0 +1,73 @@
+"""sr-export: every model → ONNX + TFLite FP32/FP16 behind the parity gate, offline."""
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+
+from srdeploy.export import ExportConfig, Exporter
+from srdeploy.imaging import psnr_y, read_rgb, to_uint8
+from srdeploy.models import create_model, get_spec, list_models
+from srdeploy.models.weights import sha256_file
+from srdeploy.runtime import TFLiteRunner, TorchRunner
+
+from .conftest import NetworkBlocked
+
+ALL = [(n, s) for n in list_models() for s in get_spec(n).scales]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,scale", ALL)
+def test_every_model_exports_with_parity_offline(name, scale, tmp_path, weights_root, data_root, no_network):
+    """Runs with every socket blocked: the export must not touch the network (onnx2tf's sample images)."""
+    out = tmp_path / "out"
+    cfg = ExportConfig(model=name, scale=scale, size="64x64", fp16=True, out=str(out),
+                       random_weights=not get_spec(name).weights)
+    manifest = Exporter(cfg, log=lambda m: None).run()
+    assert manifest["status"] == "passed"
+    files = {a["file"]: a for a in manifest["artifacts"]}
+    assert set(files) == {"model.onnx", "model_fp32.tflite", "model_fp16.tflite"}
+    for fname, art in files.items():
+        path = out / fname
+        assert art["bytes"] == path.stat().st_size and art["sha256"] == sha256_file(path)
+        assert art["parity"]["status"] == "passed" and len(art["parity"]["checks"]) == 2
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert sorted(p.name for p in out.iterdir()) == sorted([*files, "manifest.json"])  # nothing else left
+    assert manifest["io"]["tflite"]["input_shape"] == [1, 64, 64, 3]
+    assert manifest["io"]["tflite"]["output_shape"] == [1, 64 * scale, 64 * scale, 3]
+    assert manifest["tools"]["onnx2tf"] != "not installed"
+    runner = TFLiteRunner(out / "model_fp32.tflite")
+    assert runner.input_shape == [1, 64, 64, 3] and runner.io_dtypes == ("float32", "float32")
+
+
+def test_onnx2tf_would_download_without_local_data(tmp_path, no_network):
+    """Negative control: the network block is real, and bare onnx2tf does try to download."""
+    import onnx2tf
+
+    from srdeploy.export.formats import export_onnx
+
+    export_onnx(create_model("imdn_rtc", pretrained=False), tmp_path / "m.onnx", (16, 16))
+    with contextlib.chdir(tmp_path), pytest.raises((NetworkBlocked, SystemExit, Exception)) as exc:
+        onnx2tf.convert(input_onnx_file_path=str(tmp_path / "m.onnx"), output_folder_path=str(tmp_path / "tf"),
+                        non_verbose=True)
+    chain, e = [], exc.value
+    while e is not None:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    assert any(isinstance(c, NetworkBlocked) for c in chain), chain
+
+
+@pytest.mark.slow
+def test_imdn_rtc_fp32_tflite_butterfly_psnr(tmp_path, weights_root, data_root):
+    """Whole Set5 butterfly LR (NHWC 1x128x128x3) through the FP32 TFLite: 33.94 dB like PyTorch."""
+    Exporter(ExportConfig(model="imdn_rtc", size="128x128", out=str(tmp_path)), log=lambda m: None).run()
+    lr = read_rgb(data_root / "Set5" / "LR_bicubic" / "X2" / "butterflyx2.bmp")
+    hr = read_rgb(data_root / "Set5" / "HR" / "butterfly.bmp")
+    x = (lr.astype(np.float32) / 255.0)[None]
+    assert x.shape == (1, 128, 128, 3)
+    tfl = psnr_y(to_uint8(TFLiteRunner(tmp_path / "model_fp32.tflite")(x)[0]), hr, 2)
+    ref = psnr_y(to_uint8(TorchRunner(create_model("imdn_rtc"))(x)[0]), hr, 2)
+    assert tfl == pytest.approx(33.94, abs=0.02)
+    assert tfl == pytest.approx(ref, abs=0.005)
