@@ -71,3 +71,27 @@ def test_imdn_rtc_fp32_tflite_butterfly_psnr(tmp_path, weights_root, data_root):
     ref = psnr_y(to_uint8(TorchRunner(create_model("imdn_rtc"))(x)[0]), hr, 2)
     assert tfl == pytest.approx(33.94, abs=0.02)
     assert tfl == pytest.approx(ref, abs=0.005)
+
+
+def _op_census(path) -> dict:
+    from collections import Counter
+
+    return Counter(d["op_name"] for d in TFLiteRunner(path).interpreter._get_ops_details())
+
+
+@pytest.mark.slow
+def test_fp16_rewrite_stores_weights_as_float16(tmp_path, weights_root):
+    from srdeploy.export.fp16 import make_fp16
+
+    Exporter(ExportConfig(model="imdn_rtc", size="32x32", out=str(tmp_path)), log=lambda m: None).run()
+    fp32 = tmp_path / "model_fp32.tflite"
+    report = make_fp16(fp32, tmp_path / "half.tflite")
+    assert report.kept_fp32 == [] and report.weights_fp16 == report.weights_total == 19_899  # conv filters (params minus biases)
+    census = _op_census(tmp_path / "half.tflite")
+    assert census["DEQUANTIZE"] == 28 and census["CONV_2D"] == 28  # one per conv filter
+    assert (tmp_path / "half.tflite").stat().st_size < 0.7 * fp32.stat().st_size
+    # an unreachable target keeps everything in FP32: the selection really measures
+    strict = make_fp16(fp32, tmp_path / "strict.tflite", target_db=200.0)
+    assert strict.weights_fp16 == 0 and len(strict.kept_fp32) == 28
+    x = np.random.default_rng(5).random((1, 32, 32, 3), dtype=np.float32)
+    assert np.array_equal(TFLiteRunner(tmp_path / "strict.tflite")(x), TFLiteRunner(fp32)(x))

@@ -23,6 +23,7 @@ from ..models.weights import resolve_weights, sha256_file
 from ..runtime import OnnxRunner, TFLiteRunner, TorchRunner
 from ..sample_images import parity_image
 from .formats import ONNX_OPSET, convert_onnx2tf, export_onnx
+from .fp16 import make_fp16
 from .parity import ParityInput, ParityResult, check_parity, format_table
 
 __all__ = ["ExportConfig", "Exporter", "parse_size", "tool_versions", "ARTIFACT_FILES"]
@@ -131,12 +132,12 @@ class Exporter:
         self.results.append(res)
         return res.to_json()
 
-    def _install(self, key: str, src: Path, precision: str, fmt: str, parity: dict) -> None:
+    def _install(self, key: str, src: Path, precision: str, fmt: str, parity: dict, **extra) -> None:
         dest = self.out_dir / ARTIFACT_FILES[key]
         atomic_copy(src, dest)
         self.artifacts.append({
             "file": dest.name, "format": fmt, "precision": precision, "bytes": dest.stat().st_size,
-            "sha256": sha256_file(dest), "parity": parity,
+            "sha256": sha256_file(dest), "parity": parity, **extra,
         })
 
     # ------------------------------------------------------------------ run
@@ -170,9 +171,12 @@ class Exporter:
                           self._gate("fp32", "fp32", TFLiteRunner(tfl["fp32"]), inputs))
             self._stop_if_failed()
             if cfg.fp16:
-                self.log(f"[3/{steps}] TFLite FP16 (float16 weights)")
-                self._install("fp16", tfl["fp16"], "fp16", "tflite",
-                              self._gate("fp16", "fp16", TFLiteRunner(tfl["fp16"]), inputs))
+                self.log(f"[3/{steps}] TFLite FP16 (float16 weights, sensitive ones kept FP32 if needed)")
+                fp16_path = work / "model_fp16.tflite"
+                report = make_fp16(tfl["fp32"], fp16_path, log=self.log)
+                self._install("fp16", fp16_path, "fp16", "tflite",
+                              self._gate("fp16", "fp16", TFLiteRunner(fp16_path), inputs),
+                              fp16=report.to_json())
                 self._stop_if_failed()
         produced = {a["file"] for a in self.artifacts}
         for name in ARTIFACT_FILES.values():  # drop stale artifacts of an earlier export into this folder
