@@ -29,6 +29,57 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def read_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """``(rgb uint8 HxWx3, alpha uint8 HxW or None, was_grayscale)`` — for tools that write images back."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    if img is None:
+        raise SrDeployError(f"cannot read image {path}")
+    if img.dtype == np.uint16:
+        img = (img / 257).round().astype(np.uint8)
+    alpha = None
+    gray = img.ndim == 2 or img.shape[2] == 1
+    if gray:
+        img = img.reshape(img.shape[0], img.shape[1])
+        rgb = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.shape[2] == 4:
+        alpha = np.ascontiguousarray(img[:, :, 3])
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(rgb.astype(np.uint8)), alpha, gray
+
+
+def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, gray: bool = False) -> None:
+    """Write uint8 RGB (optionally with alpha, or as single-channel grey) atomically (temp name, rename)."""
+    import os
+    import tempfile
+
+    import cv2
+
+    path = Path(path)
+    if gray:
+        out = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    elif alpha is not None:
+        out = cv2.cvtColor(np.dstack([rgb, alpha]), cv2.COLOR_RGBA2BGRA)
+    else:
+        out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(path.suffix or ".png", out)
+    if not ok:
+        raise SrDeployError(f"cannot encode {path.name} (unsupported extension {path.suffix!r}?)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.tobytes())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -52,6 +103,35 @@ def crop_border(img: np.ndarray, border: int) -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two 2-D images on 0..255 as in Wang et al. (11×11 Gaussian, σ = 1.5, K1 = 0.01,
+    K2 = 0.03, statistics over the 'valid' region) — what the SR papers report."""
+    import cv2
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    k = cv2.getGaussianKernel(11, 1.5)
+    win = k @ k.T
+
+    def filt(x):
+        return cv2.filter2D(x, -1, win, borderType=cv2.BORDER_REFLECT)[5:-5, 5:-5]
+
+    mu_a, mu_b = filt(a), filt(b)
+    var_a = filt(a * a) - mu_a**2
+    var_b = filt(b * b) - mu_b**2
+    cov = filt(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return float(np.mean(num / den))
+
+
+def ssim_y(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
+    """SSIM on the Y channel of two uint8 RGB images, *border* pixels cropped on each side."""
+    if sr.shape != hr.shape:
+        raise SrDeployError(f"SSIM needs equal shapes, got {sr.shape} and {hr.shape}")
+    return ssim(crop_border(rgb_to_y(sr), border), crop_border(rgb_to_y(hr), border))
 
 
 def psnr_y(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
