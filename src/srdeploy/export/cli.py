@@ -44,6 +44,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--fp16", action="store_true", help="also write model_fp16.tflite (float16 weights)")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/NAME_xS_HxW/)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity gate (not recommended)")
+    p.add_argument("--rewrites", default="dcr", metavar="LIST",
+                   help="exact graph transforms, comma-separated, or 'none' (default: dcr = pixel shuffle as "
+                        "one DEPTH_TO_SPACE instead of RESHAPE/6-D TRANSPOSE/RESHAPE)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity input and random weights")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout instead of the table")
     return p
@@ -56,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     exporter = Exporter(ExportConfig(
         model=args.model, scale=args.scale, weights=args.weights, random_weights=args.random_weights,
-        size=args.size, fp16=args.fp16, out=args.out, parity=not args.no_parity, seed=args.seed))
+        size=args.size, fp16=args.fp16, out=args.out, parity=not args.no_parity, seed=args.seed,
+        rewrites=tuple(r.strip() for r in args.rewrites.split(",") if r.strip() and r.strip() != "none")))
     try:
         manifest = exporter.run()
     except ParityError:

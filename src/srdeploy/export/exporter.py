@@ -70,6 +70,8 @@ class ExportConfig:
     out: str | None = None
     parity: bool = True
     seed: int = 0
+    #: exact ONNX graph transforms to apply (see srdeploy.export.rewrites); () for the plain graph
+    rewrites: tuple[str, ...] = ("dcr",)
 
 
 @dataclass
@@ -85,6 +87,11 @@ class Exporter:
         self.scale = check_scale(self.spec, cfg.scale)
         self.size = parse_size(cfg.size, self.spec)
         self.weights_info = self._resolve_weights()
+        from .rewrites import REWRITES
+
+        unknown = [r for r in cfg.rewrites if r not in REWRITES]
+        if unknown:
+            raise SrDeployError(f"unknown rewrite(s) {', '.join(unknown)}; available: {', '.join(REWRITES)}")
         h, w = self.size
         default_out = Path("exports") / f"{self.spec.name}_x{self.scale}_{h}x{w}"
         self.out_dir = Path(cfg.out) if cfg.out else default_out
@@ -161,7 +168,7 @@ class Exporter:
             work = Path(tmp)
             self.log(f"[1/{steps}] ONNX (opset {ONNX_OPSET}) {self.spec.name} x{self.scale} at {h}x{w}")
             onnx_path = work / "model.onnx"
-            export_onnx(self.model, onnx_path, self.size)
+            self.rewrites_applied = export_onnx(self.model, onnx_path, self.size, tuple(cfg.rewrites))
             self._install("onnx", onnx_path, "fp32", "onnx", self._gate("onnx", "fp32", OnnxRunner(onnx_path), inputs))
             self._stop_if_failed()
 
@@ -205,6 +212,7 @@ class Exporter:
                 "dtype": "float32", "color": "RGB", "value_range": [0.0, 1.0],
             },
             "status": status,
+            "graph_rewrites": getattr(self, "rewrites_applied", {}),
             "parity_thresholds": {"fp32_and_onnx_max_abs": 1e-4, "fp16_psnr_db": 50.0},
             "artifacts": self.artifacts,
             "tools": tool_versions(),

@@ -30,8 +30,11 @@ class ExportFailed(SrDeployError):
     exit_code = 1
 
 
-def export_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
-    """Export NCHW float32 ``1×3×H×W`` → ``1×3×sH×sW`` with the TorchScript exporter, then simplify."""
+def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], rewrites: tuple[str, ...] = ("dcr",)) -> dict:
+    """Export NCHW float32 ``1×3×H×W`` → ``1×3×sH×sW`` with the TorchScript exporter, simplify,
+    then apply the exact graph *rewrites* (see :mod:`.rewrites`); returns what each changed."""
+    from .rewrites import apply_rewrites
+
     import onnx
     import onnxsim
 
@@ -46,8 +49,10 @@ def export_onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
     simplified, ok = onnxsim.simplify(proto)
     if not ok:
         raise ExportFailed("onnxsim could not validate the simplified ONNX graph")
+    applied = apply_rewrites(simplified, rewrites)
     onnx.checker.check_model(simplified)
     onnx.save(simplified, str(path))
+    return applied
 
 
 def convert_onnx2tf(onnx_path: Path, work_dir: Path) -> dict[str, Path]:

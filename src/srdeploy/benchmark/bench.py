@@ -1,0 +1,165 @@
+"""Benchmark orchestration: one worker process per model and setting, interleaved timed rounds."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+
+__all__ = ["BenchSetting", "BenchResult", "run_benchmarks", "machine_info", "summarize"]
+
+
+@dataclass
+class BenchSetting:
+    model: str
+    size: tuple[int, int] | None
+    threads: int
+    delegate: str
+
+
+@dataclass
+class BenchResult:
+    model: str
+    size: list[int] | None
+    threads: int
+    delegate: str
+    init_ms: float | None = None
+    first_ms: float | None = None
+    min_ms: float | None = None
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    p90_ms: float | None = None
+    max_ms: float | None = None
+    std_ms: float | None = None
+    runs: int = 0
+    peak_rss_mb: float | None = None
+    input: dict | None = None
+    output: dict | None = None
+    profile: dict | None = None
+    error: str | None = None
+    times_ms: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = dict(vars(self))
+        d.pop("times_ms")
+        return d
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name") and cpu in ("", platform.machine()):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "asimddp") if f" {f}" in flags]
+    libs = {}
+    for name in ("ai-edge-litert", "onnxruntime", "torch", "numpy", "srdeploy"):
+        try:
+            libs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "platform": platform.platform(),
+            "python": platform.python_version(), "libraries": libs}
+
+
+def summarize(res: BenchResult) -> None:
+    t = sorted(res.times_ms)
+    if not t:
+        return
+    res.runs = len(t)
+    res.min_ms, res.max_ms = t[0], t[-1]
+    res.median_ms = statistics.median(t)
+    res.mean_ms = statistics.fmean(t)
+    res.std_ms = statistics.pstdev(t) if len(t) > 1 else 0.0
+    res.p90_ms = t[min(len(t) - 1, max(0, round(0.9 * (len(t) - 1))))]
+
+
+class _Worker:
+    def __init__(self, setting: BenchSetting, timeout: float) -> None:
+        self.setting, self.timeout = setting, timeout
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(setting.threads))
+        self.proc = subprocess.Popen([sys.executable, "-m", "srdeploy.benchmark.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+
+    def ask(self, **req) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            code = self.proc.poll()
+            return {"ok": False, "error": f"worker process died (exit code {code}); the model crashed the runtime"}
+        return json.loads(line)
+
+    def close(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+
+
+def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10, rounds: int | None = None,
+                   profile: bool = False, log=lambda m: None) -> list[BenchResult]:
+    """Load every setting in its own process, then time ``runs`` invocations each, interleaved in
+    ``rounds`` rounds (round-robin across models) so slow drifts of the machine hit all alike."""
+    results = [BenchResult(s.model, list(s.size) if s.size else None, s.threads, s.delegate) for s in settings]
+    workers: list[_Worker | None] = []
+    for s, res in zip(settings, results):
+        log(f"loading {s.model}")
+        w = _Worker(s, timeout=600)
+        reply = w.ask(cmd="load", model=s.model, size=list(s.size) if s.size else None, threads=s.threads,
+                      delegate=s.delegate)
+        if not reply.get("ok"):
+            res.error = reply.get("error", "unknown error")
+            w.close()
+            workers.append(None)
+            continue
+        res.init_ms, res.first_ms = reply["init_ms"], reply["first_ms"]
+        res.input, res.output = reply.get("input"), reply.get("output")
+        res.size = [int(v) for v in reply["size"]]
+        workers.append(w)
+    for w, res in zip(workers, results):
+        if w is not None and warmup:
+            reply = w.ask(cmd="run", n=warmup)
+            if not reply.get("ok"):
+                res.error = reply["error"]
+    rounds = max(1, min(rounds or runs, runs))
+    per_round = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
+    for r, n in enumerate(per_round):
+        log(f"round {r + 1}/{rounds}")
+        for w, res in zip(workers, results):
+            if w is None or res.error or n == 0:
+                continue
+            reply = w.ask(cmd="run", n=n)
+            if reply.get("ok"):
+                res.times_ms += reply["times_ms"]
+            else:
+                res.error = reply["error"]
+    for w, res in zip(workers, results):
+        if w is None:
+            continue
+        if profile and not res.error:
+            reply = w.ask(cmd="profile", runs=3)
+            res.profile = {k: v for k, v in reply.items() if k != "ok"} if reply.get("ok") else {"error": reply["error"]}
+        reply = w.ask(cmd="stats")
+        if reply.get("ok"):
+            res.peak_rss_mb = reply["peak_rss_mb"]
+        w.close()
+        summarize(res)
+    return results

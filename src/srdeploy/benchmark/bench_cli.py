@@ -1,0 +1,186 @@
+"""``sr-bench``: latency, memory and roofline of .tflite / .onnx / PyTorch models, side by side."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..cli_util import OneLineParser, run_cli
+from ..errors import SrDeployError
+
+PROG = "sr-bench"
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Benchmark models the way TFLite's benchmark_model does: Init, First inference, then "
+            "warm-up and timed runs (min/median/mean/p90/std), peak memory footprint (RSS high-water "
+            "mark of the process that ran the model) and, with --profile, time per op type. Each model "
+            "runs in its own process; timed runs are interleaved across models in rounds so ratios hold "
+            "on a noisy machine. MODEL is a .tflite, an .onnx (onnxruntime) or a registry name, "
+            "optionally NAME:xS (PyTorch eager)."),
+        epilog=("examples:\n"
+                "  sr-bench ../shared/anchors/imdn_rtc_time.tflite exports/imdn_rtc_x2_720x480/model_fp32.tflite\n"
+                "  sr-bench model.tflite --threads 1 --profile --json bench.json\n"
+                "  sr-bench model_fp32.tflite --gpu-check\n\n"
+                "exit codes: 0 ok, 1 a model failed (its row shows the error) or --gpu-check found issues, "
+                "2 bad input."))
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--size", metavar="HxW", help="input H x W (dynamic-shape models and PyTorch; fixed-shape "
+                   "models must match)")
+    p.add_argument("--threads", default="2", help="threads, or a comma list to sweep (default 2)")
+    p.add_argument("--delegate", choices=("xnnpack", "none", "gpu"), default="xnnpack",
+                   help="TFLite delegate (default xnnpack; 'none' = reference kernels)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up runs after the first inference (default 1)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per model (default 10)")
+    p.add_argument("--rounds", type=int, help="interleaving rounds (default: one run per round)")
+    p.add_argument("--profile", action="store_true", help="time per op type (TFLite; one-op models)")
+    p.add_argument("--roofline", action="store_true",
+                   help="count MACs and compare achieved GFLOP/s with this machine's attainable FP32/INT8")
+    p.add_argument("--gpu-check", action="store_true",
+                   help="only check which ops/tensors the TFLite GPU delegate cannot run; no timing")
+    p.add_argument("--json", metavar="FILE", help="write every figure and machine facts as JSON")
+    return p
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise SrDeployError(f"--size must be HxW with positive integers, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _check_model_arg(m: str) -> None:
+    if m.endswith((".tflite", ".onnx")):
+        if not Path(m).is_file():
+            raise SrDeployError(f"model file not found: {m}")
+        return
+    from ..models import get_spec
+
+    name, _, scale = m.partition(":")
+    spec = get_spec(name)
+    if scale and (not re.fullmatch(r"x?\d+", scale) or int(scale.lstrip("x")) not in spec.scales):
+        raise SrDeployError(f"{m}: scale must be one of {', '.join(f'x{s}' for s in spec.scales)}")
+
+
+def _fmt(v, nd=1) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _gpu_check(models: list[str], json_path: str | None) -> int:
+    from ..fsutil import atomic_write_json
+    from .gpu_check import gpu_check
+
+    reports = []
+    for m in models:
+        if not m.endswith(".tflite"):
+            raise SrDeployError(f"--gpu-check needs .tflite models, got {m}")
+        r = gpu_check(m)
+        reports.append(r)
+        verdict = "PASS" if r.passed else f"FAIL ({len(r.issues)} issue(s))"
+        print(f"{m}: {r.ops} ops, GPU delegate: {verdict}" + (" [quantized model]" if r.quantized else ""))
+        for i in r.issues:
+            print(f"  op {i.op_index} {i.op}: {i.reason}")
+    if json_path:
+        atomic_write_json(Path(json_path), {"gpu_check": [r.to_json() for r in reports]})
+    return 0 if all(r.passed for r in reports) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for m in args.models:
+        _check_model_arg(m)
+    if args.gpu_check:
+        return _gpu_check(args.models, args.json)
+    size = _size(args.size)
+    try:
+        threads = [int(t) for t in str(args.threads).split(",")]
+    except ValueError:
+        raise SrDeployError(f"--threads must be an integer or a comma list, got {args.threads!r}") from None
+    if any(t < 1 for t in threads) or args.runs < 1 or args.warmup < 0:
+        raise SrDeployError("--threads and --runs must be >= 1, --warmup >= 0")
+
+    from ..fsutil import atomic_write_json
+    from .bench import BenchSetting, machine_info, run_benchmarks
+
+    settings = [BenchSetting(m, size, t, args.delegate if m.endswith(".tflite") else "cpu")
+                for t in threads for m in args.models]
+    results = run_benchmarks(settings, warmup=args.warmup, runs=args.runs, rounds=args.rounds,
+                             profile=args.profile, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+    attainable = {}
+    if args.roofline:
+        from ..models import create_model, get_spec
+        from .roofline import attainable_gflops, count_macs_torch, count_macs_tflite
+
+        for t in threads:
+            attainable[t] = attainable_gflops(t)
+        for r in results:
+            if r.error or r.median_ms is None:
+                continue
+            if r.model.endswith(".tflite"):
+                macs = count_macs_tflite(r.model)
+            elif r.model.endswith(".onnx"):
+                continue
+            else:
+                name, _, sc = r.model.partition(":")
+                macs = count_macs_torch(create_model(name, int(sc.lstrip("x")) if sc else None,
+                                                     pretrained=False), tuple(r.size))
+            gflops = 2 * macs / (r.median_ms / 1e3) / 1e9
+            int8 = r.input and r.input.get("dtype") in ("int8", "uint8")
+            peak = attainable[r.threads]["int8" if int8 else "fp32"]
+            r.profile = {**(r.profile or {}), "gmac": macs / 1e9, "gflops": gflops, "attainable_gflops": peak,
+                         "pct_of_attainable": 100 * gflops / peak}
+
+    for r in results:
+        print(f"\n== {r.model}  [{r.size[0] if r.size else '?'}x{r.size[1] if r.size else '?'}, "
+              f"{r.threads} thread(s), {r.delegate}]")
+        if r.error:
+            print(f"  ERROR: {r.error}")
+            continue
+        print(f"  Init: {_fmt(r.init_ms)} ms   First inference: {_fmt(r.first_ms)} ms   "
+              f"Peak memory footprint: {_fmt(r.peak_rss_mb)} MB")
+        print(f"  Inference ({r.runs} runs): min={_fmt(r.min_ms)} median={_fmt(r.median_ms)} "
+              f"avg={_fmt(r.mean_ms)} p90={_fmt(r.p90_ms)} max={_fmt(r.max_ms)} std={_fmt(r.std_ms)} ms")
+        print(f"  Input {r.input['shape']} {r.input['dtype']} -> output {r.output['shape']} {r.output['dtype']}")
+        if r.profile and "gflops" in r.profile:
+            p = r.profile
+            print(f"  Work: {p['gmac']:.2f} GMAC; {p['gflops']:.1f} GFLOP/s = {p['pct_of_attainable']:.0f} % of "
+                  f"attainable {p['attainable_gflops']:.0f} GFLOP/s")
+        if r.profile and "ops" in r.profile:
+            p = r.profile
+            print(f"  Per op type (one-op models; sum {p['sum_of_ops_ms']:.1f} ms vs whole {p['whole_ms']:.1f} ms):")
+            for o in p["ops"]:
+                print(f"    {o['op']:<16} {o['count']:>4}  {o['ms']:8.2f} ms  {o['pct']:5.1f} %")
+        elif r.profile and "error" in r.profile:
+            print(f"  profile: {r.profile['error']}")
+
+    ok = [r for r in results if not r.error and r.median_ms]
+    if len(results) > 1:
+        base = next((r for r in results if r is results[0]), None)
+        print("\n" + "  ".join(["#", "model".ljust(48), "size".ljust(9), "thr", "median ms", "ratio"]))
+        for i, r in enumerate(results):
+            size_s = f"{r.size[0]}x{r.size[1]}" if r.size else "?"
+            if r.error:
+                print(f"{i + 1}  {r.model[-48:].ljust(48)}  {size_s.ljust(9)}  {r.threads:>3}  {'ERROR':>9}  -")
+                continue
+            ratio = (r.median_ms / base.median_ms) if base and base.median_ms and not base.error else None
+            print(f"{i + 1}  {r.model[-48:].ljust(48)}  {size_s.ljust(9)}  {r.threads:>3}  {r.median_ms:9.1f}  "
+                  f"{'-' if ratio is None else f'{ratio:.3f}'}")
+    if args.json:
+        atomic_write_json(Path(args.json), {"machine": {**machine_info(), "attainable_gflops": attainable},
+                                            "results": [r.to_json() for r in results]})
+    return 0 if len(ok) == len(results) else 1
+
+
+def entry() -> None:
+    sys.exit(run_cli(PROG, main))
+
+
+if __name__ == "__main__":
+    entry()

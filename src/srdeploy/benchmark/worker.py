@@ -1,0 +1,197 @@
+"""One benchmark subject in its own process, driven over stdin/stdout with JSON lines.
+
+The parent (``sr-bench``) starts one worker per model and setting, so a corrupt or hostile
+model can only take its own process down, and it interleaves timed rounds across workers so
+that ratios between models hold on a noisy machine. Protocol (one JSON object per line):
+
+    → {"cmd": "load", "model": ..., "size": [h, w], "threads": n, "delegate": ...}
+    ← {"ok": true, "init_ms": ..., "first_ms": ..., "input": {...}, "output": {...}}
+    → {"cmd": "run", "n": k}            ← {"ok": true, "times_ms": [...]}
+    → {"cmd": "profile", "runs": k}     ← {"ok": true, "ops": {...}}
+    → {"cmd": "stats"}                  ← {"ok": true, "peak_rss_mb": ...}
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerator.so",
+                     "libtensorflowlite_gpu_gl.so")
+
+
+class Subject:
+    """Loads one model and runs it on a fixed random input."""
+
+    def __init__(self, model: str, size, threads: int, delegate: str) -> None:
+        self.model, self.threads, self.delegate = model, threads, delegate
+        self.size = tuple(size) if size else None
+        t0 = time.perf_counter()
+        if model.endswith(".tflite"):
+            self._load_tflite()
+        elif model.endswith(".onnx"):
+            self._load_onnx()
+        else:
+            self._load_torch()
+        self.init_ms = (time.perf_counter() - t0) * 1e3
+
+    # ----------------------------------------------------------------- loaders
+    def _load_tflite(self) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
+
+        kwargs = {"model_path": self.model, "num_threads": self.threads}
+        if self.delegate == "none":
+            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        elif self.delegate == "gpu":
+            errors = []
+            for lib in GPU_DELEGATE_LIBS:
+                try:
+                    kwargs["experimental_delegates"] = [load_delegate(lib)]
+                    break
+                except (ValueError, OSError, RuntimeError) as exc:
+                    errors.append(f"{lib}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            else:
+                raise RuntimeError("the TFLite GPU delegate cannot be loaded on this machine ("
+                                   + "; ".join(errors) + ")")
+        it = Interpreter(**kwargs)
+        inp = it.get_input_details()[0]
+        sig = [int(v) for v in inp.get("shape_signature", inp["shape"])]
+        fixed = [int(v) for v in inp["shape"]]
+        if self.size and tuple(fixed[1:3]) != self.size:
+            if -1 in sig[1:3]:
+                it.resize_tensor_input(inp["index"], [fixed[0], self.size[0], self.size[1], fixed[3]])
+            else:
+                raise ValueError(f"fixed input shape {fixed[1]}x{fixed[2]}: cannot run at "
+                                 f"{self.size[0]}x{self.size[1]} (export at that size)")
+        it.allocate_tensors()
+        self.it = it
+        self.inp, self.out = it.get_input_details()[0], it.get_output_details()[0]
+        shape = [int(v) for v in self.inp["shape"]]
+        rng = np.random.default_rng(0)
+        dtype = self.inp["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            self.x = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+        else:
+            self.x = rng.random(shape, dtype=np.float32).astype(dtype)
+        self.hw = shape[1:3]
+        self.io = {"input": {"shape": shape, "dtype": np.dtype(dtype).name},
+                   "output": {"shape": [int(v) for v in self.out["shape"]], "dtype": np.dtype(self.out["dtype"]).name}}
+
+        def call():
+            it.set_tensor(self.inp["index"], self.x)
+            it.invoke()
+            return it.get_tensor(self.out["index"])
+
+        self.call = call
+
+    def _load_onnx(self) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        shape = [d if isinstance(d, int) else None for d in inp.shape]
+        if self.size:
+            if shape[2:] != list(self.size):
+                if shape[2] is None or shape[3] is None:
+                    shape[2:] = list(self.size)
+                else:
+                    raise ValueError(f"fixed input shape {shape[2]}x{shape[3]}: cannot run at "
+                                     f"{self.size[0]}x{self.size[1]} (export at that size)")
+        shape = [1 if v is None else v for v in shape]
+        self.x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        out_name = sess.get_outputs()[0].name
+        y = sess.run([out_name], {inp.name: self.x})[0]
+        self.hw = shape[2:4]
+        self.io = {"input": {"shape": shape, "dtype": "float32"},
+                   "output": {"shape": list(y.shape), "dtype": str(y.dtype)}}
+        self.call = lambda: sess.run([out_name], {inp.name: self.x})
+
+    def _load_torch(self) -> None:
+        import torch
+
+        from ..models import create_model, get_spec
+
+        torch.set_num_threads(self.threads)
+        name, _, scale = self.model.partition(":")
+        spec = get_spec(name)
+        scale_i = int(scale.lstrip("x")) if scale else spec.scales[0]
+        net = create_model(name, scale_i, pretrained=bool(spec.weights))
+        h, w = self.size or spec.default_size
+        self.x = torch.rand(1, 3, h, w)
+        self.hw = [h, w]
+        self.io = {"input": {"shape": [1, 3, h, w], "dtype": "float32"},
+                   "output": {"shape": [1, 3, h * scale_i, w * scale_i], "dtype": "float32"}}
+
+        def call():
+            with torch.inference_mode():
+                return net(self.x)
+
+        self.call = call
+
+    # ----------------------------------------------------------------- commands
+    def first(self) -> float:
+        t0 = time.perf_counter()
+        self.call()
+        return (time.perf_counter() - t0) * 1e3
+
+    def run(self, n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.call()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return times
+
+
+def peak_rss_mb() -> float:
+    # Linux reports ru_maxrss in KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
+    subject = None
+    for line in stdin:
+        try:
+            req = json.loads(line)
+            cmd = req["cmd"]
+            if cmd == "load":
+                subject = Subject(req["model"], req.get("size"), int(req.get("threads") or 1),
+                                  req.get("delegate", "xnnpack"))
+                reply = {"ok": True, "init_ms": subject.init_ms, "first_ms": subject.first(), "size": subject.hw,
+                         **subject.io}
+            elif cmd == "run":
+                reply = {"ok": True, "times_ms": subject.run(int(req["n"]))}
+            elif cmd == "profile":
+                from .profile import profile_tflite
+
+                if not subject or not subject.model.endswith(".tflite"):
+                    raise ValueError("--profile needs a .tflite model")
+                reply = {"ok": True, **profile_tflite(subject.model, subject.threads, int(req.get("runs", 3)))}
+            elif cmd == "stats":
+                reply = {"ok": True, "peak_rss_mb": peak_rss_mb()}
+            elif cmd == "quit":
+                return
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+        except Exception as exc:  # reported to the parent as this model's error
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {msg}"[:500]}
+        stdout.write(json.dumps(reply) + "\n")
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    # keep stdout for the protocol: library chatter goes to stderr
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(sys.stdin, proto)

@@ -1,0 +1,72 @@
+"""Exact ONNX graph transforms that make the converted TFLite graph the one a phone wants.
+
+Each transform takes an ``onnx.ModelProto``, edits it in place, and returns how many places it
+changed. They are exact (a permutation of weights, never an approximation); the exporter applies
+the ones named in ``--rewrites`` and the parity gate checks the result like any other artifact.
+
+* ``dcr`` — PyTorch exports ``PixelShuffle`` as ``DepthToSpace`` mode CRD, which onnx2tf lowers
+  to RESHAPE → 6-D TRANSPOSE → RESHAPE (slow, and the GPU delegate rejects 6-D tensors). Mode DCR
+  lowers to one DEPTH_TO_SPACE. CRD reads channel ``c·r² + i·r + j`` for output sub-pixel
+  ``(i, j)`` of channel ``c``; DCR reads ``(i·r + j)·C + c``. Permuting the output channels of the
+  conv that feeds it by that map makes DCR compute exactly what CRD did.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["REWRITES", "apply_rewrites", "depth_to_space_dcr"]
+
+
+def _consumers(graph, name: str) -> list:
+    return [n for n in graph.node if name in n.input]
+
+
+def depth_to_space_dcr(model) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "DepthToSpace":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("mode", b"DCR")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "CRD":
+            continue
+        conv = producers.get(node.input[0])
+        if conv is None or conv.op_type != "Conv" or len(_consumers(graph, node.input[0])) != 1:
+            continue
+        weight_names = [n for n in conv.input[1:] if n]
+        if any(n not in inits or len(_consumers(graph, n)) != 1 for n in weight_names):
+            continue  # shared or computed weights: leave this one alone
+        r = int(attrs["blocksize"])
+        w = numpy_helper.to_array(inits[conv.input[1]])
+        c = w.shape[0] // (r * r)
+        perm = np.array([cc * r * r + i * r + j for i in range(r) for j in range(r) for cc in range(c)])
+        for name in weight_names:
+            arr = numpy_helper.to_array(inits[name])
+            inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr[perm]), name))
+        for a in node.attribute:
+            if a.name == "mode":
+                a.s = b"DCR"
+        changed += 1
+    return changed
+
+
+#: name → transform; the exporter's ``--rewrites`` picks from these
+REWRITES: dict[str, Callable] = {"dcr": depth_to_space_dcr}
+
+
+def apply_rewrites(model, names) -> dict[str, int]:
+    unknown = [n for n in names if n not in REWRITES]
+    if unknown:
+        from ..errors import SrDeployError
+
+        raise SrDeployError(f"unknown rewrite(s) {', '.join(unknown)}; available: {', '.join(REWRITES)}")
+    return {n: REWRITES[n](model) for n in names}
