@@ -13,6 +13,8 @@ from srdeploy.models import create_model, get_spec, list_models
 from srdeploy.models.weights import sha256_file
 from srdeploy.runtime import TFLiteRunner, TorchRunner
 
+from srdeploy.benchmark.gpu_check import gpu_check
+
 from .conftest import NetworkBlocked
 
 ALL = [(n, s) for n in list_models() for s in get_spec(n).scales]
@@ -40,6 +42,13 @@ def test_every_model_exports_with_parity_offline(name, scale, tmp_path, weights_
     assert manifest["tools"]["onnx2tf"] != "not installed"
     runner = TFLiteRunner(out / "model_fp32.tflite")
     assert runner.input_shape == [1, 64, 64, 3] and runner.io_dtypes == ("float32", "float32")
+    # phone-shaped graph: one DEPTH_TO_SPACE per pixel shuffle, no RESHAPE/TRANSPOSE, GPU-delegate clean
+    assert manifest["graph_rewrites"] == {"dcr": 1}
+    for fname in ("model_fp32.tflite", "model_fp16.tflite"):
+        census = _op_census(out / fname)
+        assert census["DEPTH_TO_SPACE"] == 1 and census["RESHAPE"] == 0 and census["TRANSPOSE"] == 0, census
+        report = gpu_check(out / fname)
+        assert report.passed, report.issues
 
 
 def test_onnx2tf_would_download_without_local_data(tmp_path, no_network):

@@ -55,23 +55,28 @@ def parity_image(h: int, w: int, scale: int) -> tuple[np.ndarray, str]:
     return synthetic_image(h, w), f"synthetic image {h}x{w} (no Set5 found)"
 
 
-def sample_batch(n: int = 20, size: int = 128, seed: int = 0) -> np.ndarray:
-    """``n×size×size×3`` float32 [0, 1] crops from local DIV2K images (synthetic if none)."""
+def sample_batch(n: int = 20, size: int | tuple[int, int] = 128, seed: int = 0) -> np.ndarray:
+    """``n×H×W×3`` float32 [0, 1] crops from local DIV2K images (synthetic if none); an image smaller
+    than the crop is mirror-padded (symmetric) up to it."""
+    h, w = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
     root = data_dir()
     files: list[Path] = []
     if root is not None and (root / "div2k" / "HR").is_dir():
         files = list_images(root / "div2k" / "HR")
-    out = np.empty((n, size, size, 3), np.float32)
+    out = np.empty((n, h, w, 3), np.float32)
     cache: dict[Path, np.ndarray] = {}
     for i in range(n):
         if files:
             f = files[i % len(files)]
             img = cache.setdefault(f, read_rgb(f))
-            y = int(rng.integers(0, img.shape[0] - size + 1))
-            x = int(rng.integers(0, img.shape[1] - size + 1))
-            crop = img[y:y + size, x:x + size]
+            ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
+            if ph or pw:
+                img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+            y = int(rng.integers(0, img.shape[0] - h + 1))
+            x = int(rng.integers(0, img.shape[1] - w + 1))
+            crop = img[y:y + h, x:x + w]
         else:
-            crop = synthetic_image(size, size, seed=seed + i)
+            crop = synthetic_image(h, w, seed=seed + i)
         out[i] = crop.astype(np.float32) / 255.0
     return out

@@ -1,8 +1,11 @@
 """The parity gate: does an artifact compute what the PyTorch model computes?
 
 Each artifact runs on a real image (Set5 LR fitted to the export size) and on uniform random
-input, and is compared with PyTorch on the same input (run in float64, i.e. the exact result
-of the network; a float32 PyTorch run is itself up to ~1e-4 off it for IMDN+ on noise):
+input, and is compared with PyTorch on the same input. The reference is PyTorch in float32; where
+an artifact misses the bound against it, the check is repeated against PyTorch in float64 (the
+exact result of the network), because two float32 engines can differ from each other by more
+than either differs from the exact result (IMDN+ on noise: PyTorch float32 is 8.5e-5 off exact).
+The float64 run costs ~15× the float32 one, so it is only paid where it decides something.
 
 * FP32 TFLite and ONNX: max |Δ| ≤ 1e-4 (outputs in [0, 1] units)
 * FP16 TFLite: PSNR against PyTorch ≥ 50 dB (peak 1, outputs clipped to [0, 1])
@@ -26,7 +29,15 @@ THRESHOLDS: dict[str, tuple[str, float]] = {
 class ParityInput:
     name: str
     nhwc: np.ndarray  # float32 [0, 1]
-    reference: np.ndarray  # PyTorch output, NHWC
+    reference: np.ndarray  # PyTorch float32 output, NHWC
+    #: computes the float64 (exact) reference on demand; cached after the first call
+    exact: object = None
+    _exact_cache: np.ndarray | None = None
+
+    def exact_reference(self) -> np.ndarray | None:
+        if self._exact_cache is None and self.exact is not None:
+            self._exact_cache = self.exact(self.nhwc)
+        return self._exact_cache
 
 
 @dataclass
@@ -52,6 +63,13 @@ def _psnr01(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
+def _compare(out: np.ndarray, ref: np.ndarray, metric: str, bound: float) -> tuple[float, float, bool]:
+    max_abs = float(np.max(np.abs(out.astype(np.float64) - ref)))
+    psnr = _psnr01(out, ref)
+    value = max_abs if metric == "max_abs" else psnr
+    return max_abs, psnr, bool(value <= bound if metric == "max_abs" else value >= bound)
+
+
 def check_parity(artifact: str, precision: str, runner, inputs: list[ParityInput]) -> ParityResult:
     metric, bound = THRESHOLDS[precision]
     result = ParityResult(artifact, precision, metric, bound)
@@ -61,25 +79,27 @@ def check_parity(artifact: str, precision: str, runner, inputs: list[ParityInput
             result.checks.append({"input": item.name, "max_abs": None, "psnr_db": None, "passed": False,
                                   "error": f"output shape {list(out.shape)} != {list(item.reference.shape)}"})
             continue
-        max_abs = float(np.max(np.abs(out.astype(np.float64) - item.reference)))
-        psnr = _psnr01(out, item.reference)
-        value = max_abs if metric == "max_abs" else psnr
-        ok = value <= bound if metric == "max_abs" else value >= bound
-        result.checks.append({"input": item.name, "max_abs": max_abs,
+        ref_used = "pytorch-float32"
+        max_abs, psnr, ok = _compare(out, item.reference, metric, bound)
+        if not ok and item.exact is not None:
+            ref_used = "pytorch-float64"
+            max_abs, psnr, ok = _compare(out, item.exact_reference(), metric, bound)
+        result.checks.append({"input": item.name, "max_abs": max_abs, "reference": ref_used,
                               "psnr_db": None if psnr == float("inf") else round(psnr, 3), "passed": bool(ok)})
     return result
 
 
 def format_table(results: list[ParityResult]) -> str:
     """One screen: artifact × input with max |Δ|, PSNR and verdict."""
-    rows = [("artifact", "input", "max |Δ|", "PSNR vs torch", "bound", "result")]
+    rows = [("artifact", "input", "torch ref", "max |Δ|", "PSNR vs torch", "bound", "result")]
     for r in results:
         bound = f"|Δ| ≤ {r.bound:g}" if r.metric == "max_abs" else f"≥ {r.bound:g} dB"
         for c in r.checks:
             psnr = "inf" if c["psnr_db"] is None and c.get("max_abs") == 0 else (
                 "-" if c["psnr_db"] is None else f"{c['psnr_db']:.2f} dB")
             mabs = "-" if c["max_abs"] is None else f"{c['max_abs']:.2e}"
-            rows.append((r.artifact, c["input"][:44], mabs, psnr, bound, "PASS" if c["passed"] else "FAIL"))
+            ref = {"pytorch-float32": "float32", "pytorch-float64": "float64"}.get(c.get("reference"), "-")
+            rows.append((r.artifact, c["input"][:44], ref, mabs, psnr, bound, "PASS" if c["passed"] else "FAIL"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(widths[i]) for i, v in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -20,7 +20,8 @@ __all__ = ["REWRITES", "apply_rewrites", "depth_to_space_dcr"]
 
 
 def _consumers(graph, name: str) -> list:
-    return [n for n in graph.node if name in n.input]
+    """Nodes reading *name*, plus the graph output of that name (a consumer too)."""
+    return [n for n in graph.node if name in n.input] + [o for o in graph.output if o.name == name]
 
 
 def depth_to_space_dcr(model) -> int:

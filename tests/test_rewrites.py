@@ -1,0 +1,79 @@
+"""Graph transforms are exact, and the plain graph is what the GPU delegate cannot run."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from srdeploy.export.rewrites import apply_rewrites, depth_to_space_dcr
+
+
+class ConvShuffle(nn.Module):
+    def __init__(self, cin, cout, r, bias):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout * r * r, 3, padding=1, bias=bias)
+        self.ps = nn.PixelShuffle(r)
+
+    def forward(self, x):
+        return self.ps(self.conv(x))
+
+
+def _onnx(model, shape):
+    buf = io.BytesIO()
+    torch.onnx.export(model.eval(), (torch.rand(*shape),), buf, input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _run(proto, x):
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+@settings(max_examples=15, deadline=None)
+@given(cin=st.integers(1, 6), cout=st.integers(1, 4), r=st.integers(2, 4), bias=st.booleans(),
+       h=st.integers(1, 9), w=st.integers(1, 9), seed=st.integers(0, 1000))
+def test_dcr_rewrite_is_exact(cin, cout, r, bias, h, w, seed):
+    torch.manual_seed(seed)
+    model = ConvShuffle(cin, cout, r, bias)
+    proto = _onnx(model, (1, cin, h, w))
+    modes = [a.s for n in proto.graph.node if n.op_type == "DepthToSpace" for a in n.attribute if a.name == "mode"]
+    assert modes == [b"CRD"]  # what PyTorch emits
+    x = np.random.default_rng(seed).random((1, cin, h, w), dtype=np.float32)
+    before = _run(proto, x)
+    assert depth_to_space_dcr(proto) == 1
+    modes = [a.s for n in proto.graph.node if n.op_type == "DepthToSpace" for a in n.attribute if a.name == "mode"]
+    assert modes == [b"DCR"]
+    after = _run(proto, x)
+    assert np.array_equal(before, after)  # a permutation of weights: bit-identical
+
+
+def test_dcr_leaves_a_shuffle_without_a_private_conv_alone():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 8, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return nn.functional.pixel_shuffle(y, 2), y  # the conv output has a second consumer
+
+    buf = io.BytesIO()
+    torch.onnx.export(Shared().eval(), (torch.rand(1, 2, 4, 4),), buf, input_names=["x"], opset_version=17,
+                      dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    assert depth_to_space_dcr(proto) == 0
+
+
+def test_unknown_rewrite_is_rejected():
+    from srdeploy.errors import SrDeployError
+
+    with pytest.raises(SrDeployError, match="available: dcr"):
+        apply_rewrites(onnx.ModelProto(), ["fuse-everything"])
