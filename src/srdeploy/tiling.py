@@ -92,3 +92,25 @@ def upscale_tiled(run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, scal
         if progress:
             progress(1)
     return (acc / wsum)[: h * s, : w * s].astype(np.float32)
+
+
+#: (h, w, tile_h, tile_w, overlap, scale) cases the Android tiler is checked against
+GOLDEN_CASES = [(720, 480, 720, 480, 8, 2), (1080, 1920, 720, 480, 8, 2), (130, 77, 64, 64, 8, 2),
+                (301, 517, 96, 128, 12, 4), (50, 40, 64, 64, 8, 3), (257, 1000, 120, 160, 16, 2)]
+
+
+def golden_text(cases=GOLDEN_CASES) -> str:
+    """Tile rectangles and blend weights as plain text lines (readable by a JVM test without a
+    JSON library): ``case h w th tw overlap scale`` then per tile ``tile y x h w``, ``rows ...``,
+    ``cols ...`` (the separable weights; a tile's weight map is their outer product)."""
+    lines = ["# srdeploy tiler golden file: written by srdeploy.tiling.golden_text; do not edit"]
+    for h, w, th, tw, ov, s in cases:
+        ph, pw = max(h, th), max(w, tw)  # images smaller than a tile are padded up to it
+        lines.append(f"case {h} {w} {th} {tw} {ov} {s}")
+        for t in plan_tiles(ph, pw, th, tw, ov):
+            wy = _ramp(t.h * s, t.y > 0, t.y + t.h < ph, ov * s / 2, ov * s)
+            wx = _ramp(t.w * s, t.x > 0, t.x + t.w < pw, ov * s / 2, ov * s)
+            lines.append(f"tile {t.y} {t.x} {t.h} {t.w}")
+            lines.append("rows " + " ".join(repr(float(v)) for v in wy))
+            lines.append("cols " + " ".join(repr(float(v)) for v in wx))
+    return "\n".join(lines) + "\n"

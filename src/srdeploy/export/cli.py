@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ..cli_util import OneLineParser, run_cli
@@ -49,12 +50,18 @@ def build_parser() -> OneLineParser:
                         "one DEPTH_TO_SPACE instead of RESHAPE/6-D TRANSPOSE/RESHAPE)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity input and random weights")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout instead of the table")
+    p.add_argument("--bundle", metavar="APP_DIR", help="after a passing export, bundle the model into the Android "
+                   "demo at APP_DIR (see sr-bundle)")
+    p.add_argument("--bundle-artifact", metavar="FILE", help="which .tflite to bundle (default: INT8, else FP16, else FP32)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..errors import ParityError
+    from ..errors import ParityError, SrDeployError
+
+    if args.bundle and not (Path(args.bundle) / "app" / "build.gradle.kts").is_file():
+        raise SrDeployError(f"{args.bundle} is not the Android demo project (no app/build.gradle.kts)")
     from .exporter import ExportConfig, Exporter
 
     exporter = Exporter(ExportConfig(
@@ -66,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParityError:
         print(exporter.report())
         raise
+    if args.bundle:
+        from .bundle import bundle
+
+        dest = bundle(exporter.out_dir, args.bundle, args.bundle_artifact)
+        print(f"bundled into {dest}", file=sys.stderr)
     if args.json:
         print(json.dumps(manifest, indent=2))
     else:

@@ -1,0 +1,134 @@
+"""``sr-bundle``: put an exported ``.tflite`` and a reduced manifest into the Android demo's assets.
+
+The app reads its I/O contract (tile shape, scale, dtypes, quantization, overlap) from that
+manifest, so a bundle is validated against what the app supports before anything is touched:
+NHWC ``1×H×W×3`` input, ``1×sH×sW×3`` output, dtypes float32 / uint8 / int8. The bundle folder is
+built beside the old one and swapped in with renames, so the app never sees half a bundle and a
+refused model leaves the previous bundle as it was.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..cli_util import OneLineParser, run_cli
+from ..errors import SrDeployError
+from ..models.weights import sha256_file
+
+__all__ = ["bundle", "APP_DTYPES", "ASSET_SUBDIR"]
+
+PROG = "sr-bundle"
+APP_DTYPES = ("float32", "uint8", "int8")
+ASSET_SUBDIR = Path("app/src/main/assets/srdeploy")
+#: preference when the export folder holds several artifacts and none is named
+PREFERENCE = ("model_int8.tflite", "model_fp16.tflite", "model_fp32.tflite")
+
+
+def _io_contract(path: Path) -> dict:
+    from ..runtime import TFLiteRunner
+
+    r = TFLiteRunner(path)
+    ins, outs = r.interpreter.get_input_details(), r.interpreter.get_output_details()
+    if len(ins) != 1 or len(outs) != 1:
+        raise SrDeployError(f"{path.name}: the app supports one input and one output, got {len(ins)} and {len(outs)}")
+
+    def describe(d):
+        scale, zero = d["quantization"]
+        return {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                "scale": float(scale), "zero_point": int(zero)}
+
+    i, o = describe(ins[0]), describe(outs[0])
+    for side, d in (("input", i), ("output", o)):
+        if d["dtype"] not in APP_DTYPES:
+            raise SrDeployError(f"{path.name}: {side} dtype {d['dtype']} is not supported by the app "
+                                f"(supported: {', '.join(APP_DTYPES)})")
+        if len(d["shape"]) != 4 or d["shape"][0] != 1 or d["shape"][3] != 3:
+            raise SrDeployError(f"{path.name}: {side} shape {d['shape']} is not NHWC 1xHxWx3")
+    (_, h, w, _), (_, oh, ow, _) = i["shape"], o["shape"]
+    if oh % h or ow % w or oh // h != ow // w:
+        raise SrDeployError(f"{path.name}: output {oh}x{ow} is not an integer upscale of input {h}x{w}")
+    return {"input": i, "output": o, "scale": oh // h}
+
+
+def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = None, overlap: int = 8) -> Path:
+    """Validate and install; returns the bundle folder."""
+    export_dir, app_dir = Path(export_dir), Path(app_dir)
+    man_path = export_dir / "manifest.json"
+    if not man_path.is_file():
+        raise SrDeployError(f"{export_dir} is not an sr-export folder (no manifest.json)")
+    manifest = json.loads(man_path.read_text())
+    if manifest.get("status") not in ("passed", "unchecked"):
+        raise SrDeployError(f"{export_dir}: the export's parity gate did not pass (status {manifest.get('status')})")
+    if not (app_dir / "app" / "build.gradle.kts").is_file():
+        raise SrDeployError(f"{app_dir} is not the Android demo project (no app/build.gradle.kts)")
+    arts = {a["file"]: a for a in manifest.get("artifacts", []) if a["file"].endswith(".tflite")}
+    name = artifact or next((p for p in PREFERENCE if p in arts), None)
+    if name is None or name not in arts:
+        raise SrDeployError(f"no such TFLite artifact in {export_dir}: {artifact or 'none found'} "
+                            f"(available: {', '.join(sorted(arts)) or 'none'})")
+    src = export_dir / name
+    if not src.is_file() or sha256_file(src) != arts[name]["sha256"]:
+        raise SrDeployError(f"{src} is missing or does not match its manifest checksum")
+    io = _io_contract(src)
+    if io["scale"] != manifest["scale"]:
+        raise SrDeployError(f"{name} upscales x{io['scale']} but the manifest says x{manifest['scale']}")
+    _, h, w, _ = io["input"]["shape"]
+    if 2 * overlap >= min(h, w):
+        raise SrDeployError(f"overlap {overlap} is too large for {h}x{w} tiles")
+    reduced = {
+        "model": manifest["model"], "scale": manifest["scale"], "file": name,
+        "precision": arts[name]["precision"], "sha256": arts[name]["sha256"], "overlap": overlap,
+        "input": io["input"], "output": io["output"], "value_range": [0.0, 1.0], "color": "RGB",
+        "layout": "NHWC", "source_export": str(export_dir.resolve()),
+    }
+    dest = app_dir / ASSET_SUBDIR
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".srdeploy.new-", dir=dest.parent))
+    try:
+        shutil.copyfile(src, staging / name)
+        (staging / "manifest.json").write_text(json.dumps(reduced, indent=2) + "\n")
+        os.chmod(staging, 0o755)
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=".srdeploy.old-", dir=dest.parent))
+            os.rmdir(old)
+            os.replace(dest, old)
+        os.replace(staging, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = OneLineParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                      description="Copy an exported .tflite and a reduced manifest into the Android demo's "
+                                  "assets (app/src/main/assets/srdeploy/), after checking that the app supports "
+                                  "its I/O (NHWC 1xHxWx3, float32/uint8/int8). Replaces a previous bundle atomically.",
+                      epilog="example: sr-bundle exports/imdn_rtc_x2_720x480 --app android_demo --artifact model_fp16.tflite")
+    p.add_argument("export_dir", metavar="EXPORT_DIR")
+    p.add_argument("--app", default="android_demo", help="Android demo project folder (default android_demo)")
+    p.add_argument("--artifact", help=f"which .tflite to bundle (default: first of {', '.join(PREFERENCE)})")
+    p.add_argument("--overlap", type=int, default=8, help="tile context margin the app uses (default 8)")
+    args = p.parse_args(argv)
+    dest = bundle(args.export_dir, args.app, args.artifact, args.overlap)
+    print(f"bundled into {dest}: " + ", ".join(sorted(f.name for f in dest.iterdir())))
+    return 0
+
+
+def entry() -> None:
+    sys.exit(run_cli(PROG, main))
+
+
+if __name__ == "__main__":
+    entry()
