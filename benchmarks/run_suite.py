@@ -27,6 +27,7 @@ from srdeploy.benchmark.evaluate import evaluate_dataset, find_dataset, make_pre
 from srdeploy.benchmark.roofline import count_macs_torch  # noqa: E402
 from srdeploy.export import ExportConfig, Exporter  # noqa: E402
 from srdeploy.models import create_model, get_spec, list_models  # noqa: E402
+from srdeploy.errors import SrDeployError  # noqa: E402
 from srdeploy.paths import data_dir  # noqa: E402
 
 ANCHOR = "anchors/imdn_rtc_time.tflite"
@@ -84,7 +85,12 @@ def main() -> None:
                 skipped.append({"model": f"{name} x{scale}", "size": list(size), "gmac": gmac,
                                 "reason": f"{gmac:.0f} GMAC per frame > budget {args.budget_gmac:.0f}"})
                 continue
-            out = export_cached(name, scale, size)
+            try:
+                out = export_cached(name, scale, size)
+            except SrDeployError as exc:  # a failed parity gate is a result too: report it, go on
+                skipped.append({"model": f"{name} x{scale}", "size": list(size), "gmac": gmac,
+                                "reason": f"export failed: {exc}"})
+                continue
             for prec in ("fp32", "fp16"):
                 art = out / f"model_{prec}.tflite"
                 settings.append(BenchSetting(str(art), size, args.threads, "xnnpack"))

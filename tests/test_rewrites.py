@@ -75,5 +75,31 @@ def test_dcr_leaves_a_shuffle_without_a_private_conv_alone():
 def test_unknown_rewrite_is_rejected():
     from srdeploy.errors import SrDeployError
 
-    with pytest.raises(SrDeployError, match="available: dcr"):
+    with pytest.raises(SrDeployError, match="available: split_mean, dcr"):
         apply_rewrites(onnx.ModelProto(), ["fuse-everything"])
+
+
+class GlobalStats(nn.Module):
+    def forward(self, x):
+        m = x.mean(dim=(2, 3), keepdim=True)
+        return x * torch.sigmoid(m + (x - m).pow(2).mean(dim=(2, 3), keepdim=True))
+
+
+@settings(max_examples=15, deadline=None)
+@given(c=st.integers(1, 5), h=st.integers(1, 40), w=st.integers(1, 40), seed=st.integers(0, 1000))
+def test_split_mean_rewrite_is_exact_to_rounding(c, h, w, seed):
+    from srdeploy.export.rewrites import split_spatial_mean
+
+    proto = _onnx(GlobalStats(), (1, c, h, w))
+    x = np.random.default_rng(seed).random((1, c, h, w), dtype=np.float32) * 10
+    before = _run(proto, x)
+    n_before = sum(n.op_type == "ReduceMean" for n in proto.graph.node)
+    assert split_spatial_mean(proto) == n_before == 2
+    onnx.checker.check_model(proto)
+    assert sum(n.op_type == "ReduceMean" for n in proto.graph.node) == 4
+    after = _run(proto, x)
+    exact = x.astype(np.float64)
+    m = exact.mean(axis=(2, 3), keepdims=True)
+    ref = exact / (1 + np.exp(-(m + ((exact - m) ** 2).mean(axis=(2, 3), keepdims=True)))) 
+    assert np.allclose(after, before, rtol=1e-5, atol=1e-5)
+    assert np.abs(after - ref).max() <= np.abs(before - ref).max() + 1e-5

@@ -43,11 +43,21 @@ def build_parser() -> OneLineParser:
     p.add_argument("--size", metavar="HxW",
                    help="LR input height x width (default 720x480 for imdn_rtc, 1080x1920 for dipnet_lite, else 256x256)")
     p.add_argument("--fp16", action="store_true", help="also write model_fp16.tflite (float16 weights)")
+    p.add_argument("--int8", action="store_true", help="also write model_int8.tflite (full integer; needs --calib)")
+    p.add_argument("--calib", metavar="DIR", help="calibration HR images (e.g. DIV2K HR); downscaled by the scale "
+                   "with MATLAB bicubic, then random crops of the export size")
+    p.add_argument("--calib-samples", type=int, default=16, metavar="N", help="calibration crops (default 16)")
+    p.add_argument("--io", choices=("float32", "uint8", "int8"), default="float32",
+                   help="INT8 model I/O: float32, uint8 RGB 0..255 (Android bitmap bytes), or int8")
+    p.add_argument("--act", choices=("int8", "int16"), default="int8", help="INT8 activations (int16 = 16x8 mode)")
+    p.add_argument("--quality", action="store_true", help="PSNR-Y/SSIM-Y of every artifact on Set5/Set14 "
+                   "(from SRDEPLOY_DATA); implied by --int8")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/NAME_xS_HxW/)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity gate (not recommended)")
-    p.add_argument("--rewrites", default="dcr", metavar="LIST",
-                   help="exact graph transforms, comma-separated, or 'none' (default: dcr = pixel shuffle as "
-                        "one DEPTH_TO_SPACE instead of RESHAPE/6-D TRANSPOSE/RESHAPE)")
+    p.add_argument("--rewrites", default="split_mean,dcr", metavar="LIST",
+                   help="exact graph transforms, comma-separated, or 'none' (default split_mean,dcr: global means "
+                        "reduced in two stages for float accuracy; pixel shuffle as one DEPTH_TO_SPACE instead of "
+                        "RESHAPE/6-D TRANSPOSE/RESHAPE)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity input and random weights")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout instead of the table")
     p.add_argument("--bundle", metavar="APP_DIR", help="after a passing export, bundle the model into the Android "
@@ -67,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporter = Exporter(ExportConfig(
         model=args.model, scale=args.scale, weights=args.weights, random_weights=args.random_weights,
         size=args.size, fp16=args.fp16, out=args.out, parity=not args.no_parity, seed=args.seed,
+        int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act,
+        quality=args.quality,
         rewrites=tuple(r.strip() for r in args.rewrites.split(",") if r.strip() and r.strip() != "none")))
     try:
         manifest = exporter.run()

@@ -28,7 +28,8 @@ from .parity import ParityInput, ParityResult, check_parity, format_table
 
 __all__ = ["ExportConfig", "Exporter", "parse_size", "tool_versions", "ARTIFACT_FILES"]
 
-ARTIFACT_FILES = {"onnx": "model.onnx", "fp32": "model_fp32.tflite", "fp16": "model_fp16.tflite"}
+ARTIFACT_FILES = {"onnx": "model.onnx", "fp32": "model_fp32.tflite", "fp16": "model_fp16.tflite",
+                  "int8": "model_int8.tflite"}
 _TOOLS = ("srdeploy", "torch", "onnx", "onnxsim", "onnxruntime", "onnx2tf", "tensorflow", "tf_keras",
           "ai-edge-litert", "numpy")
 
@@ -71,7 +72,15 @@ class ExportConfig:
     parity: bool = True
     seed: int = 0
     #: exact ONNX graph transforms to apply (see srdeploy.export.rewrites); () for the plain graph
-    rewrites: tuple[str, ...] = ("dcr",)
+    rewrites: tuple[str, ...] = ("split_mean", "dcr")
+    #: full-integer INT8 (see srdeploy.quantize)
+    int8: bool = False
+    calib: str | None = None
+    calib_samples: int = 16
+    io: str = "float32"
+    act: str = "int8"
+    #: PSNR-Y/SSIM-Y of PyTorch and every TFLite artifact on Set5/Set14 (implied by int8)
+    quality: bool = False
 
 
 @dataclass
@@ -95,6 +104,19 @@ class Exporter:
         h, w = self.size
         default_out = Path("exports") / f"{self.spec.name}_x{self.scale}_{h}x{w}"
         self.out_dir = Path(cfg.out) if cfg.out else default_out
+        self.calibration = None
+        if cfg.int8:
+            from ..quantize.calibration import calibration_frames
+
+            if not cfg.calib:
+                raise SrDeployError("--int8 needs --calib DIR (a folder of HR images, e.g. DIV2K HR)")
+            if cfg.io not in ("float32", "uint8", "int8") or cfg.act not in ("int8", "int16"):
+                raise SrDeployError("--io must be float32/uint8/int8 and --act int8/int16")
+            if cfg.act == "int16" and cfg.io != "float32":
+                raise SrDeployError("--act int16 keeps float32 I/O (the 16x8 mode has no DEPTH_TO_SPACE kernel)")
+            self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed)
+        elif cfg.calib or cfg.io != "float32" or cfg.act != "int8":
+            raise SrDeployError("--calib, --io and --act apply to --int8 exports")
         torch.manual_seed(cfg.seed)
         self.model = create_model(self.spec.name, self.scale, pretrained=not cfg.random_weights,
                                   weights=cfg.weights)
@@ -162,7 +184,7 @@ class Exporter:
         h, w = self.size
         if not cfg.parity:
             self.log("WARNING: --no-parity: artifacts are NOT checked against PyTorch")
-        steps = 3 if cfg.fp16 else 2
+        steps = 2 + int(cfg.fp16) + int(cfg.int8)
         inputs = self._parity_inputs() if cfg.parity else []
         with tempfile.TemporaryDirectory(prefix="srdeploy-export-") as tmp:
             work = Path(tmp)
@@ -185,11 +207,55 @@ class Exporter:
                               self._gate("fp16", "fp16", TFLiteRunner(fp16_path), inputs),
                               fp16=report.to_json())
                 self._stop_if_failed()
+            if cfg.int8:
+                from ..quantize.int8 import convert_int8
+
+                self.log(f"[{steps}/{steps}] TFLite INT8 (full integer, {cfg.act} activations, {cfg.io} I/O, "
+                         f"{len(self.calibration.frames)} calibration frames)")
+                int8_path = work / "model_int8.tflite"
+                int8_path.write_bytes(convert_int8(work / "onnx2tf" / "saved_model", self.calibration.frames,
+                                                   cfg.io, cfg.act))
+                # INT8 is gated on the real image only: uniform noise lies outside the calibrated ranges
+                gate_inputs = inputs[:1]
+                self._install("int8", int8_path, "int8", "tflite",
+                              self._gate("int8", "int8", TFLiteRunner(int8_path), gate_inputs),
+                              quantization={"io": cfg.io, "activations": cfg.act, "weights": "int8 per-channel",
+                                            "calibration": self.calibration.describe()})
+                self._stop_if_failed()
+        if cfg.quality or cfg.int8:
+            self.quality = self._quality_report()
         produced = {a["file"] for a in self.artifacts}
         for name in ARTIFACT_FILES.values():  # drop stale artifacts of an earlier export into this folder
             if name not in produced:
                 (self.out_dir / name).unlink(missing_ok=True)
         return self._write_manifest("passed" if cfg.parity else "unchecked")
+
+    def _quality_report(self) -> dict | None:
+        """PSNR-Y/SSIM-Y on Set5/Set14 of PyTorch and each TFLite artifact (tiled at its export size)."""
+        from ..benchmark.evaluate import evaluate_dataset, find_dataset, make_predictor
+        from ..paths import data_dir
+
+        root = data_dir()
+        sets = [root / n for n in ("Set5", "Set14")] if root else []
+        sets = [d for d in sets if d.is_dir()]
+        if not sets or self.spec.scales == (1,):
+            self.log("quality report skipped: no Set5/Set14 under SRDEPLOY_DATA" if not sets else
+                     "quality report skipped: any-scale model")
+            return None
+        self.log(f"quality report on {', '.join(d.name for d in sets)}")
+        report: dict = {}
+        subjects = [("pytorch_fp32", None)] + [(a["precision"] + "_tflite", self.out_dir / a["file"])
+                                               for a in self.artifacts if a["file"].endswith(".tflite")]
+        for label, art in subjects:
+            predict, _ = make_predictor(self.spec.name, self.scale, str(art) if art else None, self.cfg.weights)
+            for d in sets:
+                r = evaluate_dataset(predict, find_dataset(d, self.scale), self.scale)
+                report.setdefault(d.name, {})[label] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "images": r.images}
+        for ds, rows in report.items():
+            base = rows["pytorch_fp32"]["psnr_y"]
+            for label, row in rows.items():
+                row["drop_db"] = None if base is None or row["psnr_y"] is None else base - row["psnr_y"]
+        return report
 
     def _stop_if_failed(self) -> None:
         if self.results and not self.results[-1].passed:
@@ -215,6 +281,7 @@ class Exporter:
             "graph_rewrites": getattr(self, "rewrites_applied", {}),
             "parity_thresholds": {"fp32_and_onnx_max_abs": 1e-4, "fp16_psnr_db": 50.0},
             "artifacts": self.artifacts,
+            "quality": getattr(self, "quality", None),
             "tools": tool_versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -224,4 +291,13 @@ class Exporter:
         return manifest
 
     def report(self) -> str:
-        return format_table(self.results) if self.results else "parity gate skipped (--no-parity)"
+        text = format_table(self.results) if self.results else "parity gate skipped (--no-parity)"
+        q = getattr(self, "quality", None)
+        if q:
+            lines = ["", "quality (PSNR-Y dB / SSIM-Y, drop vs PyTorch FP32):"]
+            for ds, rows in q.items():
+                cells = [f"{label} {r['psnr_y']:.3f}/{r['ssim_y']:.4f} ({-r['drop_db']:+.3f})" for label, r in rows.items()
+                         if r["psnr_y"] is not None]
+                lines.append(f"  {ds}: " + "; ".join(cells))
+            text += "\n".join(lines)
+        return text

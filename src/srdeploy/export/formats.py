@@ -30,7 +30,10 @@ class ExportFailed(SrDeployError):
     exit_code = 1
 
 
-def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], rewrites: tuple[str, ...] = ("dcr",)) -> dict:
+DEFAULT_REWRITES = ("split_mean", "dcr")
+
+
+def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], rewrites: tuple[str, ...] = DEFAULT_REWRITES) -> dict:
     """Export NCHW float32 ``1×3×H×W`` → ``1×3×sH×sW`` with the TorchScript exporter, simplify,
     then apply the exact graph *rewrites* (see :mod:`.rewrites`); returns what each changed."""
     from .rewrites import apply_rewrites
@@ -76,6 +79,8 @@ def convert_onnx2tf(onnx_path: Path, work_dir: Path) -> dict[str, Path]:
                     output_folder_path=str(out),
                     non_verbose=True,
                     copy_onnx_input_output_names_to_tflite=True,
+                    # already simplified by export_onnx; simplifying again would undo the rewrites
+                    not_use_onnxsim=True,
                 )
         except (Exception, SystemExit) as exc:
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []

@@ -22,6 +22,9 @@ __all__ = ["ParityInput", "ParityResult", "THRESHOLDS", "check_parity", "format_
 THRESHOLDS: dict[str, tuple[str, float]] = {
     "fp32": ("max_abs", 1e-4),
     "fp16": ("psnr_db", 50.0),
+    # INT8 is a lossy format: the gate catches broken quantization (bad calibration, wrong I/O
+    # scales), not its cost, which the quality report measures in dB on Set5/Set14.
+    "int8": ("psnr_db", 30.0),
 }
 
 

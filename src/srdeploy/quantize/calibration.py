@@ -1,0 +1,71 @@
+"""Calibration frames for INT8: what the model sees at run time, from a folder of HR images.
+
+HR images (DIV2K by default) are downscaled by the model's scale with the MATLAB-compatible
+bicubic — the degradation the networks were trained on — and random crops of the export input
+size are taken (deterministic with ``seed``). A downscaled image smaller than the crop is
+mirror-padded up to it. Values are plain RGB in [0, 1]: no mean/std normalisation (onnx2tf's
+calibration defaults to ImageNet mean/std, which is wrong for SR inputs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SrDeployError
+from ..imaging import IMAGE_SUFFIXES, read_rgb
+from ..resize import bicubic_degrade
+
+__all__ = ["CalibrationSet", "calibration_frames"]
+
+
+class CalibrationSet:
+    def __init__(self, frames: np.ndarray, files: list[str], skipped: list[str], unreadable: list[str]) -> None:
+        self.frames, self.files, self.skipped, self.unreadable = frames, files, skipped, unreadable
+
+    def describe(self) -> dict:
+        return {"frames": int(self.frames.shape[0]), "crop": list(self.frames.shape[1:3]), "images": self.files,
+                "skipped_non_images": len(self.skipped), "unreadable_images": self.unreadable}
+
+
+def calibration_frames(folder: str | Path, scale: int, size: tuple[int, int], n: int = 16, seed: int = 0,
+                       progress: bool = False) -> CalibrationSet:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SrDeployError(f"calibration folder not found: {folder}")
+    entries = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not entries:
+        raise SrDeployError(f"calibration folder {folder} is empty")
+    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if n < 1:
+        raise SrDeployError("--calib-samples must be >= 1")
+    h, w = size
+    lrs, names, unreadable = [], [], []
+    from tqdm import tqdm
+
+    for p in tqdm(images, desc="calibration images", unit="img", disable=not progress, leave=False):
+        try:
+            hr = read_rgb(p)
+        except SrDeployError:
+            unreadable.append(p.name)
+            continue
+        if hr.shape[0] < scale or hr.shape[1] < scale:
+            unreadable.append(f"{p.name} (smaller than the scale)")
+            continue
+        lrs.append(bicubic_degrade(hr, scale) if scale > 1 else hr)
+        names.append(p.name)
+    if not lrs:
+        raise SrDeployError(f"no readable images in {folder} ({len(skipped)} non-image files skipped, "
+                            f"{len(unreadable)} unreadable)")
+    rng = np.random.default_rng(seed)
+    frames = np.empty((n, h, w, 3), np.float32)
+    for i in range(n):
+        lr = lrs[i % len(lrs)]
+        ph, pw = max(0, h - lr.shape[0]), max(0, w - lr.shape[1])
+        if ph or pw:  # mirror-pad small images up to the crop (numpy 'symmetric' repeats as needed)
+            lr = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+        y = int(rng.integers(0, lr.shape[0] - h + 1))
+        x = int(rng.integers(0, lr.shape[1] - w + 1))
+        frames[i] = lr[y:y + h, x:x + w].astype(np.float32) / 255.0
+    return CalibrationSet(frames, names, skipped, unreadable)

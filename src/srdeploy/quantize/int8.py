@@ -1,0 +1,82 @@
+"""Full-integer TFLite from the float SavedModel onnx2tf wrote, with TensorFlow's converter.
+
+Per-channel symmetric int8 weights, per-tensor asymmetric int8 activations calibrated on the
+frames given (``act="int16"``: the 16×8 mode, int16 activations and int8 weights). I/O:
+
+* ``float32`` — float in and out (QUANTIZE/DEQUANTIZE at the boundary),
+* ``int8`` — the converter's int8 I/O with its calibrated scales,
+* ``uint8`` — uint8 RGB 0..255 in and out, exactly what an Android bitmap holds: the input and
+  output tensors' quantization is set to scale 1/255, zero point 0, so byte ``v`` means ``v/255``
+  and the output bytes are ``round(clamp(y, 0, 1) · 255)`` — the normalisation, clamp and
+  rounding happen inside the model (the boundary QUANTIZE ops requantize to the calibrated
+  internal scales).
+
+TFLite's 16×8 quantizer has no DEPTH_TO_SPACE kernel, so with ``act="int16"`` ops without a 16×8
+kernel fall back to float (builtin float ops allowed) and I/O stays float32.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SrDeployError
+
+__all__ = ["convert_int8", "set_uint8_io_exact"]
+
+
+def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32", act: str = "int8") -> bytes:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    if io not in ("float32", "uint8", "int8"):
+        raise SrDeployError(f"--io must be float32, uint8 or int8, got {io!r}")
+    if act not in ("int8", "int16"):
+        raise SrDeployError(f"--act must be int8 or int16, got {act!r}")
+    if act == "int16" and io != "float32":
+        raise SrDeployError("--act int16 keeps float32 I/O (TFLite's 16x8 mode has no DEPTH_TO_SPACE kernel, "
+                            "so the pixel shuffle runs in float); use --io float32")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+    def representative():
+        for f in frames:
+            yield [f[None].astype(np.float32)]
+
+    converter.representative_dataset = representative
+    if act == "int16":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io != "float32":
+            converter.inference_input_type = tf.int8 if io == "int8" else tf.uint8
+            converter.inference_output_type = tf.int8 if io == "int8" else tf.uint8
+    try:
+        blob = converter.convert()
+    except Exception as exc:  # converter errors are long MLIR dumps: keep the first line
+        from ..export.formats import ExportFailed
+
+        raise ExportFailed(f"INT8 conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
+    if io == "uint8":
+        blob = set_uint8_io_exact(blob)
+    return blob
+
+
+def set_uint8_io_exact(blob: bytes) -> bytes:
+    """Give the uint8 model input/output tensors scale 1/255 and zero point 0 (bytes = pixels)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.convert_bytearray_to_object(bytearray(blob))
+    sg = model.subgraphs[0]
+    for idx in list(sg.inputs) + list(sg.outputs):
+        t = sg.tensors[idx]
+        if t.type != schema.TensorType.UINT8:
+            raise SrDeployError(f"expected uint8 I/O, found tensor type {t.type}")
+        q = t.quantization or schema.QuantizationParametersT()
+        q.scale = [1.0 / 255.0]
+        q.zeroPoint = [0]
+        t.quantization = q
+    return bytes(fu.convert_object_to_bytearray(model))
