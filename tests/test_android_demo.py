@@ -43,9 +43,11 @@ def test_jvm_tiler_matches_python_golden(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def rtc_export(tmp_path_factory, weights_root):
+def rtc_export(tmp_path_factory, weights_root, data_root):
+    """imdn_rtc at 64x64: FP32, FP16 and INT8 with uint8 I/O (what the app feeds from a bitmap)."""
     out = tmp_path_factory.mktemp("rtc") / "export"
-    Exporter(ExportConfig(model="imdn_rtc", size="64x64", fp16=True, out=str(out)), log=lambda m: None).run()
+    Exporter(ExportConfig(model="imdn_rtc", size="64x64", fp16=True, int8=True, io="uint8", calib_samples=4,
+                          calib=str(data_root / "div2k" / "HR"), out=str(out)), log=lambda m: None).run()
     return out
 
 
@@ -56,16 +58,21 @@ def _app_copy(tmp_path) -> Path:
     return app
 
 
-def test_bundle_writes_model_and_reduced_manifest(rtc_export, tmp_path):
+def test_bundle_writes_int8_uint8_model_and_reduced_manifest(rtc_export, tmp_path):
     app = _app_copy(tmp_path)
-    dest = bundle(rtc_export, app, "model_fp16.tflite")
+    dest = bundle(rtc_export, app)  # default choice: the INT8 model
     assert dest == app / ASSET_SUBDIR
-    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "model_fp16.tflite"]
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "model_int8.tflite"]
     man = json.loads((dest / "manifest.json").read_text())
-    assert man["model"] == "imdn_rtc" and man["scale"] == 2 and man["file"] == "model_fp16.tflite"
+    assert man["model"] == "imdn_rtc" and man["scale"] == 2 and man["file"] == "model_int8.tflite"
+    assert man["precision"] == "int8" and man["overlap"] == 8
     assert man["input"]["shape"] == [1, 64, 64, 3] and man["output"]["shape"] == [1, 128, 128, 3]
-    assert man["input"]["dtype"] == man["output"]["dtype"] == "float32" and man["overlap"] == 8
-    assert (dest / "model_fp16.tflite").read_bytes() == (rtc_export / "model_fp16.tflite").read_bytes()
+    assert man["input"]["dtype"] == man["output"]["dtype"] == "uint8"
+    assert man["input"]["scale"] == pytest.approx(1 / 255) and man["input"]["zero_point"] == 0
+    assert (dest / "model_int8.tflite").read_bytes() == (rtc_export / "model_int8.tflite").read_bytes()
+    bundle(rtc_export, app, "model_fp16.tflite")
+    man = json.loads((dest / "manifest.json").read_text())
+    assert man["input"]["dtype"] == "float32" and man["file"] == "model_fp16.tflite"
     # re-bundling another artifact replaces the bundle whole, leaving no temporary folders
     bundle(rtc_export, app, "model_fp32.tflite")
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "model_fp32.tflite"]
@@ -109,6 +116,6 @@ def test_bundle_cli_errors(rtc_export, tmp_path):
     app = _app_copy(tmp_path)
     for args, expect in [([str(tmp_path), "--app", str(app)], "not an sr-export folder"),
                          ([str(rtc_export), "--app", str(tmp_path)], "not the Android demo project"),
-                         ([str(rtc_export), "--app", str(app), "--artifact", "model_int8.tflite"], "no such TFLite")]:
+                         ([str(rtc_export), "--app", str(app), "--artifact", "model_x.tflite"], "no such TFLite")]:
         proc = run_cli("srdeploy.export.bundle", *args)
         assert proc.returncode == 2 and expect in proc.stderr, proc.stderr
