@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import jsonschema
-import numpy as np
 import pytest
 
 from srdeploy.benchmark.gpu_check import gpu_check

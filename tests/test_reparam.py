@@ -1,7 +1,6 @@
 """Re-parameterization is exact: training form == deploy form to float rounding."""
 from __future__ import annotations
 
-import itertools
 
 import pytest
 import torch

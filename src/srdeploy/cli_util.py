@@ -3,10 +3,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
 from .errors import SrDeployError
+
+
+def parse_hw(text: str | None, flag: str = "--size") -> tuple[int, int] | None:
+    """``"720x480"`` → (720, 720); None stays None; anything else is a one-line user error."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise SrDeployError(f"{flag} must be HxW with positive integers (e.g. 720x480), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
 
 
 class OneLineParser(argparse.ArgumentParser):

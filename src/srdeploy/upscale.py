@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .cli_util import OneLineParser, run_cli
+from .cli_util import OneLineParser, parse_hw, run_cli
 from .errors import SrDeployError
 from .imaging import IMAGE_SUFFIXES, psnr_y, read_image, read_rgb, to_uint8, write_image
 
@@ -92,7 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from .benchmark.evaluate import make_predictor
-    from .benchmark.eval_cli import _parse_tile
     from .resize import imresize
 
     files = _collect(args.inputs)
@@ -107,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = open_artifact(args.artifact, args.threads)
         n, h, w, c = r.input_shape
         scale = r(np.zeros((1, h, w, 3), np.float32)).shape[1] // h
-    predict, desc = make_predictor(args.model, scale, args.artifact, args.weights, _parse_tile(args.tile),
+    predict, desc = make_predictor(args.model, scale, args.artifact, args.weights, parse_hw(args.tile, "--tile"),
                                    args.overlap, args.threads)
     out = Path(args.out)
     single_file_out = len(files) == 1 and out.suffix.lower() in IMAGE_SUFFIXES

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli_util import OneLineParser, run_cli
+from ..cli_util import OneLineParser, parse_hw, run_cli
 from ..errors import SrDeployError
 
 PROG = "sr-bench"
@@ -45,15 +45,6 @@ def build_parser() -> OneLineParser:
                    help="only check which ops/tensors the TFLite GPU delegate cannot run; no timing")
     p.add_argument("--json", metavar="FILE", help="write every figure and machine facts as JSON")
     return p
-
-
-def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise SrDeployError(f"--size must be HxW with positive integers, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 def _check_model_arg(m: str) -> None:
@@ -98,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_model_arg(m)
     if args.gpu_check:
         return _gpu_check(args.models, args.json)
-    size = _size(args.size)
+    size = parse_hw(args.size, "--size")
     try:
         threads = [int(t) for t in str(args.threads).split(",")]
     except ValueError:
@@ -115,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              profile=args.profile, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
     attainable = {}
     if args.roofline:
-        from ..models import create_model, get_spec
+        from ..models import create_model
         from .roofline import attainable_gflops, count_macs_torch, count_macs_tflite
 
         for t in threads:

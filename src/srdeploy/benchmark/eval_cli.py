@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli_util import OneLineParser, run_cli
+from ..cli_util import OneLineParser, parse_hw, run_cli
 from ..errors import SrDeployError
 
 PROG = "sr-eval"
@@ -38,17 +37,6 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def _parse_tile(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    import re
-
-    m = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise SrDeployError(f"--tile must be HxW with positive integers, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
@@ -60,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SrDeployError("give --model NAME or --artifact FILE")
     datasets = [find_dataset(d, args.scale) for d in args.data]  # validate every folder before work
     predict, desc = make_predictor(args.model, args.scale, args.artifact, args.weights,
-                                   _parse_tile(args.tile), args.overlap, args.threads)
+                                   parse_hw(args.tile, "--tile"), args.overlap, args.threads)
     print(f"{desc} on {', '.join(d.name for d in datasets)}", file=sys.stderr)
     results = []
     for ds in datasets:

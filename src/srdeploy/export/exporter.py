@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import ParityError, SrDeployError
+from ..cli_util import parse_hw
 from ..fsutil import atomic_copy, atomic_write_json, ensure_writable_dir
 from ..models import check_scale, create_model, get_spec
 from ..models.registry import ModelSpec
@@ -48,10 +48,7 @@ def parse_size(text: str | None, spec: ModelSpec) -> tuple[int, int]:
     """``"HxW"`` → (H, W), validated against the architecture's constraints."""
     if text is None:
         return spec.default_size
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise SrDeployError(f"--size must be HxW with positive integers (e.g. 720x480), got {text!r}")
-    h, w = int(m.group(1)), int(m.group(2))
+    h, w = parse_hw(text, "--size")
     k = spec.size_multiple
     if h % k or w % k:
         raise SrDeployError(f"{spec.name} needs H and W divisible by {k}, got {h}x{w}")
