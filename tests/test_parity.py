@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from srdeploy.export.parity import ParityInput, check_parity, format_table
 
@@ -37,3 +38,13 @@ def test_fp16_psnr_bound_and_shape_mismatch():
     assert check_parity("h", "fp16", lambda x: ref + 1e-4, [_input(ref)]).passed  # 80 dB
     r = check_parity("h", "fp16", lambda x: ref[:, :4], [_input(ref)])
     assert not r.passed and "output shape" in r.checks[0]["error"]
+
+
+def test_within_twice_pytorch_float32_error_rule():
+    exact = np.full((1, 8, 8, 3), 0.5)
+    ref32 = exact + 2e-4  # PyTorch float32 itself is 2e-4 off the exact result
+    ok = check_parity("a", "fp32", lambda x: exact - 3e-4, [_input(ref32, lambda x: exact)])
+    assert ok.passed and ok.checks[0]["reference"] == "within-2x-pytorch-float32-error"
+    assert ok.checks[0]["torch_float32_error"] == pytest.approx(2e-4)
+    bad = check_parity("a", "fp32", lambda x: exact - 5e-4, [_input(ref32, lambda x: exact)])
+    assert not bad.passed  # 5e-4 > 2 x 2e-4

@@ -153,7 +153,16 @@ class Subject:
 
 
 def peak_rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB
+    """RSS high-water mark of this process. VmHWM belongs to this process's own address space;
+    ru_maxrss is not used because Linux carries it over from the parent across fork+exec (a worker
+    started by a big parent would report the parent's peak)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -6,6 +6,12 @@ an artifact misses the bound against it, the check is repeated against PyTorch i
 exact result of the network), because two float32 engines can differ from each other by more
 than either differs from the exact result (IMDN+ on noise: PyTorch float32 is 8.5e-5 off exact).
 The float64 run costs ~15× the float32 one, so it is only paid where it decides something.
+Where even that misses, one more question is asked: is the artifact's error against the exact
+result at most twice PyTorch float32's own error against it? Some checkpoints are so
+ill-conditioned on uniform noise that *no* float32 engine meets 1e-4 at large sizes (IMDN+ at
+720×480: PyTorch float32 itself is 1.8e-4 off exact, onnxruntime 2.2e-4); an artifact that is as
+good as PyTorch's own float32 computes what PyTorch computes. The check records which rule
+decided (``reference``) and PyTorch's own error (``torch_float32_error``).
 
 * FP32 TFLite and ONNX: max |Δ| ≤ 1e-4 (outputs in [0, 1] units)
 * FP16 TFLite: PSNR against PyTorch ≥ 50 dB (peak 1, outputs clipped to [0, 1])
@@ -83,11 +89,18 @@ def check_parity(artifact: str, precision: str, runner, inputs: list[ParityInput
                                   "error": f"output shape {list(out.shape)} != {list(item.reference.shape)}"})
             continue
         ref_used = "pytorch-float32"
+        extra = {}
         max_abs, psnr, ok = _compare(out, item.reference, metric, bound)
         if not ok and item.exact is not None:
             ref_used = "pytorch-float64"
-            max_abs, psnr, ok = _compare(out, item.exact_reference(), metric, bound)
-        result.checks.append({"input": item.name, "max_abs": max_abs, "reference": ref_used,
+            exact = item.exact_reference()
+            max_abs, psnr, ok = _compare(out, exact, metric, bound)
+            if not ok and metric == "max_abs":
+                own = float(np.max(np.abs(item.reference.astype(np.float64) - exact)))
+                extra["torch_float32_error"] = own
+                if max_abs <= 2 * own:
+                    ok, ref_used = True, "within-2x-pytorch-float32-error"
+        result.checks.append({"input": item.name, "max_abs": max_abs, "reference": ref_used, **extra,
                               "psnr_db": None if psnr == float("inf") else round(psnr, 3), "passed": bool(ok)})
     return result
 
@@ -101,7 +114,8 @@ def format_table(results: list[ParityResult]) -> str:
             psnr = "inf" if c["psnr_db"] is None and c.get("max_abs") == 0 else (
                 "-" if c["psnr_db"] is None else f"{c['psnr_db']:.2f} dB")
             mabs = "-" if c["max_abs"] is None else f"{c['max_abs']:.2e}"
-            ref = {"pytorch-float32": "float32", "pytorch-float64": "float64"}.get(c.get("reference"), "-")
+            ref = {"pytorch-float32": "float32", "pytorch-float64": "float64",
+                   "within-2x-pytorch-float32-error": "2x torch32"}.get(c.get("reference"), "-")
             rows.append((r.artifact, c["input"][:44], ref, mabs, psnr, bound, "PASS" if c["passed"] else "FAIL"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(widths[i]) for i, v in enumerate(row)) for row in rows]
