@@ -67,7 +67,22 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(list_models()))
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/RESULTS.md")
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-render the table, plot and docs from an existing suite.json (no measuring)")
     args = ap.parse_args()
+    if args.render_only:
+        doc = json.loads((Path(args.results) / "suite.json").read_text())
+        for r in doc["rows"]:  # rows of older runs kept the artifact path under "model"
+            m = re.search(r"/([a-z_]+)_x(\d+)_\d+x\d+/model_", r["model"])
+            if m:
+                r.setdefault("artifact", r["model"])
+                r["model"] = f"{m.group(1)} x{m.group(2)}"
+            elif r["model"].endswith("imdn_rtc_time.tflite"):
+                r.setdefault("artifact", r["model"])
+                r["model"] = "anchor imdn_rtc_time (authors')"
+        (Path(args.results) / "suite.json").write_text(json.dumps(doc, indent=1))
+        publish(doc, Path(args.results), args.no_docs)
+        return
     t_start = time.time()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     anchor = (data_dir().parent / ANCHOR) if data_dir() else None
@@ -101,7 +116,7 @@ def main() -> None:
         results = run_benchmarks(settings, warmup=1, runs=args.runs, log=log)
         base = results[0].median_ms if meta and meta[0]["model"].startswith("anchor") else None
         for m, r in zip(meta, results):
-            rows.append({**m, "size": list(size), **r.to_json(),
+            rows.append({**r.to_json(), **m, "artifact": r.model, "size": list(size),
                          "ratio_to_anchor": (r.median_ms / base) if base and r.median_ms else None})
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -109,17 +124,21 @@ def main() -> None:
            "machine": machine_info(), "threads": args.threads, "runs": args.runs, "rows": rows,
            "skipped": skipped, "seconds": time.time() - t_start}
     (results_dir / "suite.json").write_text(json.dumps(doc, indent=1))
+    publish(doc, results_dir, args.no_docs)
+    log(f"suite done in {time.time() - t_start:.0f} s")
+
+
+def publish(doc: dict, results_dir: Path, no_docs: bool) -> None:
     table = markdown(doc)
     print(table)
-    plot(rows, results_dir / "latency_vs_psnr.png")
-    if not args.no_docs:
+    plot(doc["rows"], results_dir / "latency_vs_psnr.png")
+    if not no_docs:
         res = ROOT / "docs" / "RESULTS.md"
         text = res.read_text()
         block = f"<!-- suite:begin -->\n{table}\n<!-- suite:end -->"
         text = re.sub(r"<!-- suite:begin -->.*<!-- suite:end -->", lambda _: block, text, flags=re.S) \
             if "<!-- suite:begin -->" in text else text + "\n" + block + "\n"
         res.write_text(text)
-    log(f"suite done in {time.time() - t_start:.0f} s")
 
 
 def markdown(doc: dict) -> str:
@@ -155,15 +174,18 @@ def plot(rows: list[dict], path: Path) -> None:
     if not pts:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colors = {}
     for r in pts:
-        marker = "o" if r["precision"] == "fp32" else "s"
-        ax.scatter(r["median_ms"], r["psnr"], marker=marker, s=40)
-        ax.annotate(f"{r['model']} {r['precision']}", (r["median_ms"], r["psnr"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+        c = colors.setdefault(r["model"], f"C{len(colors)}")
+        fp32 = r["precision"] == "fp32"
+        ax.scatter(r["median_ms"], r["psnr"], marker="o" if fp32 else "s", s=40 if fp32 else 70,
+                   facecolors=c if fp32 else "none", edgecolors=c)
+        if fp32:
+            ax.annotate(r["model"], (r["median_ms"], r["psnr"]), fontsize=8, xytext=(6, 4), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(f"median latency at {pts[0]['size'][0]}x{pts[0]['size'][1]} LR (ms, log scale)")
     ax.set_ylabel("Set5 PSNR-Y (dB), model's own scale")
-    ax.set_title("Latency vs quality (TFLite, XNNPACK); o FP32, s FP16")
+    ax.set_title("Latency vs quality (TFLite, XNNPACK): filled = FP32, open square = FP16")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     tmp = path.with_suffix(".partial.png")
