@@ -134,6 +134,11 @@ def ssim_y(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     return ssim(crop_border(rgb_to_y(sr), border), crop_border(rgb_to_y(hr), border))
 
 
+def psnr01(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two float images in [0, 1] units, both clipped to [0, 1] first (peak 1)."""
+    return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1), peak=1.0)
+
+
 def psnr_y(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     """PSNR on the Y channel of two uint8 RGB images, *border* pixels cropped on each side."""
     if sr.shape != hr.shape:

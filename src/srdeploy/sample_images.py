@@ -30,6 +30,17 @@ def fit_to_size(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.ascontiguousarray(img[top:top + h, left:left + w])
 
 
+def random_crop(img: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """An ``h×w`` crop at a random position; an image smaller than the crop is mirror-padded
+    (numpy 'symmetric') up to it first."""
+    ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
+    if ph or pw:
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+    y = int(rng.integers(0, img.shape[0] - h + 1))
+    x = int(rng.integers(0, img.shape[1] - w + 1))
+    return img[y:y + h, x:x + w]
+
+
 def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A deterministic, image-like uint8 RGB picture (smooth shading plus edges and texture)."""
     import cv2
@@ -69,13 +80,7 @@ def sample_batch(n: int = 20, size: int | tuple[int, int] = 128, seed: int = 0) 
     for i in range(n):
         if files:
             f = files[i % len(files)]
-            img = cache.setdefault(f, read_rgb(f))
-            ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
-            if ph or pw:
-                img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
-            y = int(rng.integers(0, img.shape[0] - h + 1))
-            x = int(rng.integers(0, img.shape[1] - w + 1))
-            crop = img[y:y + h, x:x + w]
+            crop = random_crop(cache.setdefault(f, read_rgb(f)), h, w, rng)
         else:
             crop = synthetic_image(h, w, seed=seed + i)
         out[i] = crop.astype(np.float32) / 255.0

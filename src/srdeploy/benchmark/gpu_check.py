@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .profile import op_name_map, read_tflite
+from .profile import _is_const, op_name_map, read_tflite
 
 __all__ = ["GpuIssue", "GpuReport", "gpu_check"]
 
@@ -64,9 +64,7 @@ def gpu_check(path) -> GpuReport:
     report = GpuReport(str(path), 0)
     for sg_i, sg in enumerate(model.subgraphs):
         def is_const(i):
-            t = sg.tensors[i]
-            buf = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
-            return buf is not None and len(buf) > 0
+            return _is_const(model, sg, i)
 
         for k, op in enumerate(sg.operators):
             report.ops += 1

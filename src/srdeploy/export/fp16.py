@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..imaging import psnr01
+
 __all__ = ["Fp16Report", "make_fp16"]
 
 #: selection inputs use their own seeds (the parity gate uses the user's --seed, default 0)
@@ -100,11 +102,6 @@ def _rewrite(fp32_bytes: bytes, to_half: set[int]) -> bytes:
     return bytes(fu.convert_object_to_bytearray(model))
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
 def _selection_inputs(shape: list[int]) -> list[np.ndarray]:
     from ..sample_images import sample_batch
 
@@ -135,7 +132,7 @@ def make_fp16(fp32_path: Path, dst: Path, target_db: float = 56.0, log=lambda m:
         def score(to_half: set[int]) -> float:
             probe.write_bytes(_rewrite(fp32_bytes, to_half))
             run = TFLiteRunner(probe)
-            return min(_psnr(run(x), r) for x, r in zip(inputs, refs))
+            return min(psnr01(run(x), r) for x, r in zip(inputs, refs))
 
         half = set(weights)
         psnr = score(half)

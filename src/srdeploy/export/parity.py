@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..imaging import psnr01
+
 __all__ = ["ParityInput", "ParityResult", "THRESHOLDS", "check_parity", "format_table"]
 
 #: precision → (metric, bound)
@@ -67,14 +69,9 @@ class ParityResult:
         return d
 
 
-def _psnr01(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
-
-
 def _compare(out: np.ndarray, ref: np.ndarray, metric: str, bound: float) -> tuple[float, float, bool]:
     max_abs = float(np.max(np.abs(out.astype(np.float64) - ref)))
-    psnr = _psnr01(out, ref)
+    psnr = psnr01(out, ref)
     value = max_abs if metric == "max_abs" else psnr
     return max_abs, psnr, bool(value <= bound if metric == "max_abs" else value >= bound)
 

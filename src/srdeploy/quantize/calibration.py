@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import SrDeployError
 from ..imaging import IMAGE_SUFFIXES, read_rgb
 from ..resize import bicubic_degrade
+from ..sample_images import random_crop
 
 __all__ = ["CalibrationSet", "calibration_frames"]
 
@@ -61,11 +62,5 @@ def calibration_frames(folder: str | Path, scale: int, size: tuple[int, int], n:
     rng = np.random.default_rng(seed)
     frames = np.empty((n, h, w, 3), np.float32)
     for i in range(n):
-        lr = lrs[i % len(lrs)]
-        ph, pw = max(0, h - lr.shape[0]), max(0, w - lr.shape[1])
-        if ph or pw:  # mirror-pad small images up to the crop (numpy 'symmetric' repeats as needed)
-            lr = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
-        y = int(rng.integers(0, lr.shape[0] - h + 1))
-        x = int(rng.integers(0, lr.shape[1] - w + 1))
-        frames[i] = lr[y:y + h, x:x + w].astype(np.float32) / 255.0
+        frames[i] = random_crop(lrs[i % len(lrs)], h, w, rng).astype(np.float32) / 255.0
     return CalibrationSet(frames, names, skipped, unreadable)
