@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import SrDeployError
 
-__all__ = ["atomic_copy", "atomic_write_json", "ensure_writable_dir"]
+__all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir"]
 
 
 def _tmp_beside(dest: Path) -> Path:
@@ -25,6 +25,16 @@ def atomic_copy(src: Path, dest: Path) -> None:
     tmp = _tmp_beside(dest)
     try:
         shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(dest: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside *dest*, then rename it to *dest*."""
+    tmp = _tmp_beside(dest)
+    try:
+        write(tmp)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -17,7 +17,9 @@ def _model_list() -> str:
     for name, spec in sorted(MODELS.items()):
         scales = "/".join(f"x{s}" for s in spec.scales)
         h, w = spec.default_size
-        weights = "official weights" if spec.weights else "no public weights"
+        weights = ("no public weights" if not spec.weights else
+                   "embedded weights (trained by srdeploy)" if all(w.embedded for w in spec.weights.values())
+                   else "official weights")
         lines.append(f"  {name:<12} {scales:<9} default {h}x{w:<5} {weights}; {spec.description}")
     return "\n".join(lines)
 
@@ -35,7 +37,10 @@ def build_parser() -> OneLineParser:
             "\nexample: sr-export --model imdn_rtc --fp16"),
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="registered model name (see below)")
+    p.add_argument("--model", default="auto",
+                   help="registered model name (see below); 'auto' (default): imdn_rtc when its official weights "
+                        "are found, else dipnet_lite with the weights embedded in the package (no download, no "
+                        "external files) at 720x480")
     p.add_argument("--scale", type=int, help="upscaling factor (default: the model's first)")
     p.add_argument("--weights", metavar="PATH", help="checkpoint to load instead of the official weights")
     p.add_argument("--random-weights", action="store_true",
@@ -60,10 +65,55 @@ def build_parser() -> OneLineParser:
                         "RESHAPE/6-D TRANSPOSE/RESHAPE)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity input and random weights")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout instead of the table")
+    p.add_argument("--bench", action="store_true",
+                   help="after a passing export, time every .tflite with sr-bench (2 threads, interleaved) and add "
+                        "latency and peak memory to the table and the manifest")
+    p.add_argument("--bench-runs", type=int, default=6, metavar="N", help="timed runs per artifact for --bench")
     p.add_argument("--bundle", metavar="APP_DIR", help="after a passing export, bundle the model into the Android "
                    "demo at APP_DIR (see sr-bundle)")
     p.add_argument("--bundle-artifact", metavar="FILE", help="which .tflite to bundle (default: INT8, else FP16, else FP32)")
     return p
+
+
+def _auto_model(weights: str | None) -> tuple[str, str]:
+    """imdn_rtc when its official checkpoint is at hand, else the embedded dipnet_lite x2."""
+    from ..errors import SrDeployError
+    from ..models import get_spec
+    from ..models.weights import resolve_weights
+
+    if weights is not None:
+        raise SrDeployError("--weights needs an explicit --model")
+    try:
+        resolve_weights(get_spec("imdn_rtc").weights[2])
+        return "imdn_rtc", "official weights found"
+    except SrDeployError:
+        return "dipnet_lite", "no external weights configured: using the weights embedded in srdeploy"
+
+
+def _bench(out_dir: Path, manifest: dict, runs: int) -> dict:
+    """Time each TFLite artifact (one process each, interleaved rounds) and store it in the manifest."""
+    from ..benchmark.bench import BenchSetting, machine_info, run_benchmarks
+    from ..fsutil import atomic_write_json
+
+    files = [a["file"] for a in manifest["artifacts"] if a["file"].endswith(".tflite")]
+    settings = [BenchSetting(str(out_dir / f), None, 2, "cpu") for f in files]
+    results = run_benchmarks(settings, warmup=1, runs=max(1, runs), rounds=max(1, runs),
+                             log=lambda m: print(f"bench: {m}", file=sys.stderr))
+    manifest["bench"] = {"machine": machine_info(), "threads": 2, "runs": runs,
+                         "results": [{**r.to_json(), "model": f} for f, r in zip(files, results)]}
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _bench_table(bench: dict) -> str:
+    rows = [f"\nlatency ({bench['threads']} threads, {bench['runs']} interleaved runs, LiteRT CPU):",
+            f"  {'artifact':<22} {'median ms':>10} {'min ms':>8} {'peak RSS MB':>12}"]
+    for r in bench["results"]:
+        if r.get("error"):
+            rows.append(f"  {r['model']:<22} error: {r['error']}")
+        else:
+            rows.append(f"  {r['model']:<22} {r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {r['peak_rss_mb']:>12.0f}")
+    return "\n".join(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SrDeployError(f"{args.bundle} is not the Android demo project (no app/build.gradle.kts)")
     from .exporter import ExportConfig, Exporter
 
+    if args.model == "auto":
+        args.model, why = _auto_model(args.weights)
+        if args.size is None and args.model == "dipnet_lite":
+            args.size = "720x480"
+        print(f"{PROG}: --model auto -> {args.model} ({why})", file=sys.stderr)
     exporter = Exporter(ExportConfig(
         model=args.model, scale=args.scale, weights=args.weights, random_weights=args.random_weights,
         size=args.size, fp16=args.fp16, out=args.out, parity=not args.no_parity, seed=args.seed,
@@ -85,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParityError:
         print(exporter.report())
         raise
+    if args.bench:
+        manifest = _bench(exporter.out_dir, manifest, args.bench_runs)
     if args.bundle:
         from .bundle import bundle
 
@@ -94,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(manifest, indent=2))
     else:
         print(exporter.report())
+        if "bench" in manifest:
+            print(_bench_table(manifest["bench"]))
         print(f"\nwrote {exporter.out_dir}/ : " + ", ".join(
             f"{a['file']} ({a['bytes'] / 1024:.0f} KiB)" for a in manifest["artifacts"]) + ", manifest.json")
     return 0

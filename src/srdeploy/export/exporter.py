@@ -137,7 +137,10 @@ class Exporter:
                 f"{spec.name} x{self.scale} has no public weights: pass --weights PATH, "
                 f"or --random-weights to export a randomly initialised network (for timing only)")
         ws = spec.weights[self.scale]
-        p = resolve_weights(ws)
+        resolve_weights(ws)
+        if ws.embedded:
+            return {"source": "embedded", "file": ws.file, "sha256": ws.sha256, "origin": ws.source,
+                    "training": ws.training}
         return {"source": "official", "file": ws.file, "sha256": ws.sha256, "url": ws.url, "origin": ws.source}
 
     # ------------------------------------------------------------------ parity

@@ -49,6 +49,8 @@ class DIPNet(nn.Module):
         super().__init__()
         self.scale = scale
         self.stride = 1
+        #: what rebuilds this network (pruned variants differ in ``mid``)
+        self.arch = dict(channels=channels, mid=mid, n_blocks=n_blocks, esa=esa)
         self.form = "train" if rep is not None else "deploy"
         self.conv_1 = make_conv(in_channels, channels, 3, bias=False)
         for i in range(1, n_blocks + 1):

@@ -12,7 +12,7 @@ from ..errors import SrDeployError
 from .dipnet import DIPNET_BRANCHES, DIPNet
 from .imdn import IMDNNet
 from .reparam import DEFAULT_IMDN_PLUS_BRANCHES, RepConv
-from .weights import WeightsSpec, load_checkpoint, resolve_weights
+from .weights import WeightsSpec, load_checkpoint, read_arch, resolve_weights
 
 __all__ = ["ModelSpec", "MODELS", "create_model", "get_spec", "list_models", "init_from_deploy"]
 
@@ -41,6 +41,8 @@ class ModelSpec:
     scale_note: str = ""
     #: paper / origin, for --help and the manifest
     reference: str = ""
+    #: architecture fields a checkpoint may override through its ``arch`` entry (pruned variants)
+    arch_keys: tuple[str, ...] = ()
 
 
 def _imdn(scale, rep):
@@ -70,12 +72,12 @@ def _imdn_plus(scale, rep):
                    block=dict(distilled=6, conv_out=(36, 30, 24, 18, 12, 6), act="silu", act_last=True))
 
 
-def _dipnet(scale, rep):
-    return DIPNet(scale, channels=44, mid=38, n_blocks=4, esa=True, rep=rep)
+def _dipnet(scale, rep, **arch):
+    return DIPNet(scale, **{**dict(channels=44, mid=38, n_blocks=4, esa=True), **arch}, rep=rep)
 
 
-def _dipnet_lite(scale, rep):
-    return DIPNet(scale, channels=32, mid=24, n_blocks=4, esa=False, rep=rep)
+def _dipnet_lite(scale, rep, **arch):
+    return DIPNet(scale, **{**dict(channels=32, mid=24, n_blocks=4, esa=False), **arch}, rep=rep)
 
 
 def _imdn_weights(scale: int) -> WeightsSpec:
@@ -136,12 +138,14 @@ _register(ModelSpec(
 _register(ModelSpec(
     "dipnet", "DIPNet: feature 44, mid 38, 4 RRFB with ESA, no conv bias (243 k params)",
     scales=(4,), builder=_dipnet, train_branches=DIPNET_BRANCHES, min_size=16,
+    arch_keys=("mid",),
     weights={4: WeightsSpec("dipnet_x4.pth", "7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1",
                             f"{_DIPNET_GH}model_zoo/DIPNet.pth", source="xiumu00/DIPNet @ 69f43a7")},
     reference="Yu et al., DIPNet: Efficiency Distillation and Iterative Pruning for Image SR, CVPRW 2023"))
 _register(ModelSpec(
     "dipnet_lite", "DIPNet-lite: x2, no ESA, feature 32, mid 24 (93 k params; no public weights)",
     scales=(2,), builder=_dipnet_lite, train_branches=DIPNET_BRANCHES, default_size=(1080, 1920),
+    arch_keys=("mid",),
     reference="DIPNet seed variant deployed by a vendor at 1080x1920"))
 
 
@@ -180,6 +184,19 @@ def init_from_deploy(train_model: nn.Module, deploy_model: nn.Module) -> None:
             train_state[key].copy_(deploy_state[key])
 
 
+def _checked_arch(spec: ModelSpec, scale: int, arch: dict) -> dict:
+    """The overrides a checkpoint's ``arch`` makes (entries equal to the registry's are dropped)."""
+    if not arch:
+        return {}
+    default = getattr(spec.builder(scale, None), "arch", {})
+    arch = {k: v for k, v in arch.items() if default.get(k) != v}
+    bad = sorted(set(arch) - set(spec.arch_keys))
+    if bad:
+        raise SrDeployError(f"checkpoint overrides {', '.join(bad)}, which {spec.name} does not allow "
+                            f"(allowed: {', '.join(spec.arch_keys) or 'none'})")
+    return arch
+
+
 def create_model(
     name: str,
     scale: int | None = None,
@@ -202,12 +219,15 @@ def create_model(
         raise SrDeployError(f"form must be 'deploy' or 'train', got {form!r}")
     if form == "train" and spec.train_branches is None:
         raise SrDeployError(f"{name} has no re-parameterizable training form")
-    deploy = spec.builder(scale, None)
+    arch: dict = {}
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise SrDeployError(f"weights file not found: {path}")
+        arch = _checked_arch(spec, scale, read_arch(path))
+    deploy = spec.builder(scale, None, **arch)
     if pretrained or weights is not None:
         if weights is not None:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise SrDeployError(f"weights file not found: {path}")
             remap = spec.weights[scale].remap if scale in spec.weights else ()
             load_checkpoint(deploy, path, remap)
         elif scale in spec.weights:
@@ -219,7 +239,7 @@ def create_model(
     deploy.eval()
     if form == "deploy":
         return deploy
-    train = spec.builder(scale, spec.train_branches)
+    train = spec.builder(scale, spec.train_branches, **arch)
     if pretrained or weights is not None:
         init_from_deploy(train, deploy)
     return train

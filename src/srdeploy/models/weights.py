@@ -15,7 +15,7 @@ import torch.nn as nn
 from ..errors import SrDeployError
 from ..paths import cache_dir, downloads_allowed, weights_dir
 
-__all__ = ["WeightsSpec", "resolve_weights", "download_weights", "load_checkpoint", "sha256_file"]
+__all__ = ["WeightsSpec", "resolve_weights", "download_weights", "load_checkpoint", "read_arch", "sha256_file", "embedded_path"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class WeightsSpec:
     #: ``(regex, replacement)`` pairs applied in order to each key (after ``module.`` is stripped)
     remap: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     source: str = ""
+    #: shipped inside the package (``srdeploy/models/zoo/``): found offline, checksum verified on load
+    embedded: bool = False
+    #: how the weights were made (training command, steps, data, measured PSNR) for embedded weights
+    training: str = ""
+
+
+def embedded_path(spec: WeightsSpec) -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("srdeploy.models") / "zoo" / spec.file))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -47,6 +57,14 @@ def resolve_weights(spec: WeightsSpec, explicit: str | os.PathLike | None = None
         if not p.is_file():
             raise SrDeployError(f"weights file not found: {p}")
         return p
+    if spec.embedded:
+        path = embedded_path(spec)
+        if not path.is_file():
+            raise SrDeployError(f"embedded weights {spec.file} are missing from the installed package")
+        digest = sha256_file(path)
+        if digest != spec.sha256:
+            raise SrDeployError(f"embedded weights {spec.file} are damaged: sha256 {digest} != {spec.sha256}")
+        return path
     searched = []
     for folder in (weights_dir(), cache_dir()):
         if folder is None:
@@ -100,6 +118,18 @@ def _remap(state: dict, remap: tuple[tuple[str, str], ...]) -> dict:
             key = re.sub(pattern, repl, key)
         out[key] = value
     return out
+
+
+def read_arch(path: Path) -> dict:
+    """The ``arch`` entry of a checkpoint (pruned variants record their shape there), or ``{}``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SrDeployError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    arch = state.get("arch", {}) if isinstance(state, dict) else {}
+    if not isinstance(arch, dict) or not all(isinstance(v, (int, bool)) for v in arch.values()):
+        raise SrDeployError(f"checkpoint {path} has a malformed 'arch' entry")
+    return arch
 
 
 def load_checkpoint(model: nn.Module, path: Path, remap: tuple[tuple[str, str], ...] = ()) -> None:

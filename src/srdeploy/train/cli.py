@@ -1,0 +1,158 @@
+"""``sr-train``: train a lite SR network with DIPNet's recipe and write its deploy-form weights."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..cli_util import OneLineParser, run_cli
+from ..errors import SrDeployError
+from ..paths import data_dir
+
+__all__ = ["main", "entry", "save_deploy_weights"]
+
+EPILOG = """\
+examples:
+  sr-train --model dipnet_lite --scale 2 --steps 20000 --out runs/lite
+  sr-train --model dipnet_lite --resume runs/lite/last.pt --out runs/lite      # continue a stopped run
+  sr-train --model dipnet_lite --steps 2000 --prune-to 0.75 --prune-rounds 3 --prune-steps 500
+
+outputs (in --out): last.pt (resumable training checkpoint, training form), <model>_x<scale>.pth
+(re-parameterized deploy-form weights, loadable with sr-export/sr-eval --weights), optionally
+<model>_x<scale>_pruned.pth, and train_report.json. Every file is written then renamed.
+"""
+
+
+def _default(sub: str) -> str | None:
+    root = data_dir()
+    return str(root / sub) if root is not None and (root / sub).is_dir() else None
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
+        prog="sr-train",
+        description="Train a lite SR model in its re-parameterizable training form on random LR/HR patches "
+                    "(MATLAB-bicubic degradation of HR images), with L1 to HR plus output and feature "
+                    "distillation from a teacher, then fuse it to the deploy form and optionally prune it.",
+        epilog=EPILOG, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="dipnet_lite", help="student (a registry model with a training form)")
+    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--data", action="append", default=None,
+                   help="folder of HR training images (repeatable); default: DIV2K HR under $SRDEPLOY_DATA")
+    p.add_argument("--teacher", default="imdn", help="teacher model name, or 'none' (default: imdn, official weights)")
+    p.add_argument("--teacher-scale", type=int, default=None, help="teacher's scale (must equal --scale)")
+    p.add_argument("--teacher-weights", default=None, help="teacher checkpoint path (default: the registry's)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--patch", type=int, default=32, help="LR patch side in pixels (HR patch = patch x scale)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay to 1%%)")
+    p.add_argument("--w-out", type=float, default=0.5, help="weight of the L1 to the teacher's output")
+    p.add_argument("--w-feat", type=float, default=0.1, help="weight of the feature distillation L1")
+    p.add_argument("--init", choices=("interp", "random"), default="interp",
+                   help="interp: start as a bilinear upscaler (residual learning); random: plain init")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/train", help="output folder")
+    p.add_argument("--resume", default=None, help="continue from a last.pt checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--eval-data", default=None, help="Set5-style folder for the periodic PSNR (default: Set5)")
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--prune-to", type=float, default=None, metavar="RATIO",
+                   help="after training, prune inner block widths to RATIO of their size (e.g. 0.75)")
+    p.add_argument("--prune-rounds", type=int, default=3)
+    p.add_argument("--prune-steps", type=int, default=500, help="fine-tune steps after each prune round")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def save_deploy_weights(model: torch.nn.Module, dest: Path, meta: dict) -> None:
+    from .trainer import save_atomic
+
+    obj = {"state_dict": model.state_dict(), "meta": meta}
+    if hasattr(model, "arch"):
+        obj["arch"] = dict(model.arch)
+    save_atomic(obj, dest)
+
+
+def _same_folder(a: str, b: str | None) -> bool:
+    return b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .trainer import TrainConfig, Trainer, evaluate_psnr, load_training_checkpoint
+
+    data = args.data or ([d] if (d := _default("div2k/HR")) else None)
+    if not data:
+        raise SrDeployError("no training data: pass --data DIR (HR images) or set SRDEPLOY_DATA")
+    eval_data = args.eval_data or _default("Set5")
+    for d in data:
+        if _same_folder(d, eval_data) or (eval_data and Path(eval_data).resolve() in Path(d).resolve().parents):
+            raise SrDeployError(f"training folder {d} is the evaluation set: train on DIV2K, evaluate on Set5")
+    teacher = None if args.teacher.lower() == "none" else args.teacher
+    ckpt = load_training_checkpoint(args.resume) if args.resume else None
+    out = Path(args.out)
+    cfg = TrainConfig(model=args.model, scale=args.scale, data=list(data), teacher=teacher,
+                      teacher_scale=args.teacher_scale, teacher_weights=args.teacher_weights, steps=args.steps,
+                      patch=args.patch, batch=args.batch, lr=args.lr, w_out=args.w_out, w_feat=args.w_feat,
+                      seed=args.seed, init=args.init, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
+                      eval_data=eval_data, device=args.device, threads=args.threads)
+    if args.prune_to is not None and not 0 < args.prune_to <= 1:
+        raise SrDeployError("--prune-to must be in (0, 1]")
+    progress = not args.no_progress and sys.stderr.isatty()
+    trainer = Trainer(cfg, progress=progress, log=lambda s: print(s, file=sys.stderr, flush=True))
+    if ckpt is not None:
+        trainer.load_state(ckpt)
+    from ..fsutil import ensure_writable_dir
+
+    ensure_writable_dir(out)  # only after every input was checked: bad input leaves no folder behind
+    t0 = time.perf_counter()
+    trainer.run(out)
+    deploy = trainer.deploy_model()
+    name = f"{cfg.model}_x{cfg.scale}"
+    report: dict = {"config": asdict(cfg), "steps": trainer.step, "data": trainer.sampler.describe(),
+                    "history": trainer.history, "seconds": round(time.perf_counter() - t0, 1),
+                    "torch": torch.__version__,
+                    "params_train_form": sum(p.numel() for p in trainer.student.parameters()),
+                    "params_deploy": sum(p.numel() for p in deploy.parameters())}
+    if eval_data:
+        report["set5_psnr_y"] = round(evaluate_psnr(deploy, eval_data, cfg.scale), 4)
+        set14 = _default("Set14")
+        if set14 and args.eval_data is None:
+            report["set14_psnr_y"] = round(evaluate_psnr(deploy, set14, cfg.scale), 4)
+    meta = {"trained_with": "sr-train", "steps": trainer.step, "config": asdict(cfg),
+            **{k: report[k] for k in ("set5_psnr_y", "set14_psnr_y") if k in report}}
+    save_deploy_weights(deploy, out / f"{name}.pth", meta)
+    report["weights"] = str(out / f"{name}.pth")
+    if args.prune_to is not None and args.prune_to < 1:
+        pruned, log = trainer.prune(args.prune_to, args.prune_rounds, args.prune_steps)
+        report["pruning"] = log
+        report["params_pruned"] = sum(p.numel() for p in pruned.parameters())
+        save_deploy_weights(pruned, out / f"{name}_pruned.pth", {**meta, "pruning": log})
+        report["pruned_weights"] = str(out / f"{name}_pruned.pth")
+    from ..fsutil import atomic_write_json
+
+    atomic_write_json(out / "train_report.json", report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{name}: {trainer.step} steps, {report['params_deploy']} deploy params"
+              + (f", Set5 PSNR-Y {report['set5_psnr_y']:.3f} dB" if "set5_psnr_y" in report else "")
+              + (f", Set14 {report['set14_psnr_y']:.3f} dB" if "set14_psnr_y" in report else "")
+              + f"\nweights: {report['weights']}")
+    return 0
+
+
+def entry() -> None:
+    sys.exit(run_cli("sr-train", main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,271 @@
+"""DIPNet's training recipe as a resumable loop: re-param training form, L1 to HR, output and
+feature distillation from a teacher, Adam with cosine decay, periodic Set5 PSNR, atomic
+checkpoints.
+
+Determinism: the batch of step *k* comes from ``(seed, k)`` only and the model/optimizer states
+are checkpointed, so stopping after step *k* and resuming gives the same step *k+1* bit for bit.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import SrDeployError
+from ..models import create_model, get_spec, reparameterize
+from .data import PatchSampler, step_rng
+from .distill import FeatureTap, anchor_modules, feature_loss, make_adapters, pair_anchors
+from .init import interpolation_init
+
+__all__ = ["TrainConfig", "Trainer", "save_atomic", "load_training_checkpoint", "evaluate_psnr"]
+
+CHECKPOINT_FORMAT = "srdeploy-train-1"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "dipnet_lite"
+    scale: int = 2
+    data: list[str] = field(default_factory=list)
+    teacher: str | None = "imdn"
+    teacher_scale: int | None = None
+    teacher_weights: str | None = None
+    steps: int = 20000
+    patch: int = 32  # LR patch side
+    batch: int = 16
+    lr: float = 1e-3
+    lr_min_ratio: float = 0.01
+    w_hr: float = 1.0  # L1 to HR
+    w_out: float = 0.5  # L1 to the teacher's output
+    w_feat: float = 0.1  # multi-anchor feature L1
+    seed: int = 0
+    init: str = "interp"  # "interp" (bilinear start) or "random"
+    eval_every: int = 1000
+    ckpt_every: int = 500
+    eval_data: str | None = None  # Set5 folder; None = none
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise SrDeployError("--steps must be >= 1")
+        if self.batch < 1:
+            raise SrDeployError("--batch must be >= 1")
+        if self.teacher_scale is None:
+            self.teacher_scale = self.scale
+        if self.teacher and self.teacher_scale != self.scale:
+            raise SrDeployError(f"teacher scale x{self.teacher_scale} differs from the student's x{self.scale}: "
+                                "distillation needs the same scale")
+
+
+def save_atomic(obj, dest: Path) -> None:
+    """``torch.save`` to a temporary file beside *dest*, then rename: never a half-written file."""
+    from ..fsutil import atomic_write
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, lambda tmp: torch.save(obj, tmp))
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SrDeployError(f"resume checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SrDeployError(f"cannot read resume checkpoint {p}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise SrDeployError(f"{p} is not an sr-train checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+@torch.no_grad()
+def evaluate_psnr(model: nn.Module, folder: str | os.PathLike, scale: int, device: str = "cpu") -> float:
+    """Set5-style PSNR-Y of a (deploy-form) model, whole images, float32."""
+    from ..benchmark.evaluate import evaluate_dataset, find_dataset
+
+    model.eval()
+
+    def predict(lr: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255.0).to(device)
+        return model(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+
+    res = evaluate_dataset(predict, find_dataset(folder, scale), scale)
+    if res.psnr_y is None:
+        raise SrDeployError(f"no image of {folder} could be evaluated")
+    return res.psnr_y
+
+
+def cosine_lr(base: float, step: int, total: int, min_ratio: float) -> float:
+    t = min(max(step, 0), total) / max(total, 1)
+    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+class Trainer:
+    """Build student (training form), teacher and optimizer; run or resume steps."""
+
+    def __init__(self, cfg: TrainConfig, sampler: PatchSampler | None = None, progress: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.cfg, self.progress, self.log = cfg, progress, log or (lambda s: None)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SrDeployError("--device cuda asked for, but this torch build sees no CUDA device")
+        spec = get_spec(cfg.model)
+        if spec.train_branches is None:
+            raise SrDeployError(f"{cfg.model} has no re-parameterizable training form to train")
+        torch.manual_seed(cfg.seed)
+        self.student = create_model(cfg.model, cfg.scale, pretrained=False, form="train")
+        if cfg.init == "interp":
+            interpolation_init(self.student)
+        elif cfg.init != "random":
+            raise SrDeployError(f"--init must be interp or random, got {cfg.init!r}")
+        self.teacher = None
+        self.adapters = nn.ModuleList()
+        if cfg.teacher:
+            self.teacher = create_model(cfg.teacher, cfg.teacher_scale, weights=cfg.teacher_weights).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+            self.adapters = make_adapters(self.student, self.teacher)
+            self.pairs = pair_anchors(len(anchor_modules(self.student)), len(anchor_modules(self.teacher)))
+        self.device = torch.device(cfg.device)
+        for m in (self.student, self.teacher, self.adapters):
+            if m is not None:
+                m.to(self.device)
+        params = list(self.student.parameters()) + list(self.adapters.parameters())
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.step = 0
+        self.history: list[dict] = []
+        self.sampler = sampler or PatchSampler.from_folders(cfg.data, cfg.scale, cfg.patch, progress=progress)
+
+    # -- state ------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        cfg = asdict(self.cfg)
+        return {"format": CHECKPOINT_FORMAT, "config": cfg, "step": self.step,
+                "student": self.student.state_dict(), "adapters": self.adapters.state_dict(),
+                "optimizer": self.opt.state_dict(), "history": self.history}
+
+    def load_state(self, ckpt: dict) -> None:
+        c = ckpt.get("config", {})
+        for key in ("model", "scale", "teacher", "patch", "batch", "seed"):
+            if c.get(key) != getattr(self.cfg, key):
+                raise SrDeployError(f"resume checkpoint was made with {key}={c.get(key)!r}, this run has "
+                                    f"{getattr(self.cfg, key)!r}")
+        try:
+            self.student.load_state_dict(ckpt["student"])
+            self.adapters.load_state_dict(ckpt["adapters"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise SrDeployError(f"resume checkpoint does not fit {self.cfg.model}: "
+                                f"{str(exc).splitlines()[0]}") from None
+        self.step = int(ckpt["step"])
+        self.history = list(ckpt.get("history", []))
+
+    # -- one step ---------------------------------------------------------------------------------
+    def loss(self, model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, with_features: bool = True) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        use_feat = with_features and self.teacher is not None and cfg.w_feat > 0
+        s_tap = FeatureTap(anchor_modules(model)) if use_feat else None
+        try:
+            sr = model(lr)
+        finally:
+            if s_tap:
+                s_tap.remove()
+        parts = {"hr": F.l1_loss(sr, hr)}
+        total = cfg.w_hr * parts["hr"]
+        if self.teacher is not None and (cfg.w_out > 0 or use_feat):
+            t_tap = FeatureTap(anchor_modules(self.teacher)) if use_feat else None
+            try:
+                with torch.no_grad():
+                    t_sr = self.teacher(lr)
+            finally:
+                if t_tap:
+                    t_tap.remove()
+            if cfg.w_out > 0:
+                parts["out"] = F.l1_loss(sr, t_sr)
+                total = total + cfg.w_out * parts["out"]
+            if use_feat:
+                parts["feat"] = feature_loss(s_tap.features, t_tap.features, self.adapters, self.pairs)
+                total = total + cfg.w_feat * parts["feat"]
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def train_step(self, model: nn.Module, opt: torch.optim.Optimizer, step: int, total_steps: int,
+                   with_features: bool = True, stream: int = 0, base_lr: float | None = None) -> dict:
+        cfg = self.cfg
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(base_lr or cfg.lr, step, total_steps, cfg.lr_min_ratio)
+        lr, hr = self.sampler.batch(cfg.batch, step_rng(cfg.seed, step, stream))
+        lr, hr = lr.to(self.device), hr.to(self.device)
+        model.train()
+        loss, parts = self.loss(model, lr, hr, with_features)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": float(loss.detach()), **parts}
+
+    # -- the run ----------------------------------------------------------------------------------
+    def deploy_model(self) -> nn.Module:
+        return reparameterize(self.student).eval()
+
+    def run(self, out: Path, until: int | None = None) -> dict:
+        """Train from ``self.step`` to ``until`` (default: ``cfg.steps``), checkpointing to ``out/last.pt``."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        end = min(until or cfg.steps, cfg.steps)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.model} x{cfg.scale}", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        t0, ema = time.perf_counter(), None
+        while self.step < end:
+            rec = self.train_step(self.student, self.opt, self.step, cfg.steps)
+            self.step += 1
+            ema = rec["loss"] if ema is None else 0.98 * ema + 0.02 * rec["loss"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.4f}")
+            done = self.step == end
+            if cfg.eval_data and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                psnr = evaluate_psnr(self.deploy_model(), cfg.eval_data, cfg.scale, cfg.device)
+                self.history.append({"step": self.step, "loss_ema": round(ema, 6), "set5_psnr_y": round(psnr, 4),
+                                     "seconds": round(time.perf_counter() - t0, 1)})
+                bar.set_postfix(loss=f"{ema:.4f}", set5=f"{psnr:.3f}")
+                self.log(f"step {self.step}: loss {ema:.4f}, eval PSNR-Y {psnr:.3f} dB")
+            if self.step % cfg.ckpt_every == 0 or done:
+                save_atomic(self.state(), out / "last.pt")
+        bar.close()
+        return {"step": self.step, "history": self.history}
+
+    def prune(self, ratio: float, rounds: int, steps_per_round: int, lr_scale: float = 0.2) -> tuple[nn.Module, list[dict]]:
+        """DIPNet's iterative pruning: cut inner widths, fine-tune (deploy form), repeat."""
+        from tqdm import tqdm
+
+        from .prune import prune_dipnet, pruning_schedule
+
+        model = self.deploy_model()
+        if not hasattr(model, "arch"):
+            raise SrDeployError(f"{self.cfg.model} does not support channel pruning")
+        log = []
+        widths = pruning_schedule(model.arch["mid"], ratio, rounds)
+        for r, width in enumerate(widths, start=1):
+            model = prune_dipnet(model, width).to(self.device)
+            opt = torch.optim.Adam(list(model.parameters()) + list(self.adapters.parameters()),
+                                   lr=self.cfg.lr * lr_scale)
+            for k in tqdm(range(steps_per_round), desc=f"prune round {r}/{len(widths)} (mid {width})",
+                          unit="step", disable=not self.progress, leave=False):
+                self.train_step(model, opt, k, steps_per_round, stream=r, base_lr=self.cfg.lr * lr_scale)
+            model.eval()
+            entry = {"round": r, "mid": width, "params": sum(p.numel() for p in model.parameters())}
+            if self.cfg.eval_data:
+                entry["set5_psnr_y"] = round(evaluate_psnr(model, self.cfg.eval_data, self.cfg.scale,
+                                                           self.cfg.device), 4)
+            log.append(entry)
+            self.log(f"prune round {r}: mid {width}, {entry}")
+        return model.cpu().eval(), log

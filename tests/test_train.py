@@ -1,0 +1,222 @@
+"""sr-train: loss goes down, exact resume, exact fusion after training, pruning stays exportable,
+bad input is refused in one line with nothing written."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from srdeploy.imaging import write_image
+from srdeploy.models import create_model
+from srdeploy.sample_images import synthetic_image
+from srdeploy.train.data import PatchSampler, step_rng
+from srdeploy.train.init import bilinear_subpixel_kernel, interpolation_init
+from srdeploy.train.prune import prune_dipnet, pruning_schedule
+from srdeploy.train.trainer import TrainConfig, Trainer, load_training_checkpoint, save_atomic
+
+from .conftest import run_cli
+
+
+@pytest.fixture
+def hr_folder(tmp_path):
+    d = tmp_path / "hr"
+    d.mkdir()
+    for i in range(3):
+        write_image(d / f"img{i}.png", synthetic_image(96, 112, seed=i))
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _cfg(hr_folder, **kw) -> TrainConfig:
+    base = dict(model="dipnet_lite", scale=2, data=[str(hr_folder)], teacher=None, steps=40, patch=12, batch=4,
+                lr=2e-3, eval_data=None, ckpt_every=1000)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_sampler_pairs_are_aligned_and_deterministic(hr_folder):
+    s = PatchSampler.from_folders([hr_folder], scale=2, patch=12)
+    assert len(s.images) == 3 and s.skipped_non_images == 1
+    lr1, hr1 = s.batch(4, step_rng(0, 7))
+    lr2, hr2 = s.batch(4, step_rng(0, 7))
+    assert lr1.shape == (4, 3, 12, 12) and hr1.shape == (4, 3, 24, 24)
+    assert torch.equal(lr1, lr2) and torch.equal(hr1, hr2)
+    assert not torch.equal(lr1, s.batch(4, step_rng(0, 8))[0])
+    # LR really is the bicubic downscale of the HR patch (up to the border of the crop)
+    down = torch.nn.functional.avg_pool2d(hr1, 2)
+    assert (down - lr1)[..., 2:-2, 2:-2].abs().mean() < 0.03
+
+
+def test_bilinear_init_computes_bilinear_upscale():
+    k = bilinear_subpixel_kernel(2)
+    assert torch.allclose(k.sum(dim=(1, 2)), torch.ones(4))  # each sub-pixel: weights sum to 1
+    torch.manual_seed(0)
+    net = create_model("dipnet_lite", 2, pretrained=False)
+    interpolation_init(net)
+    with torch.no_grad():
+        net.upsampler[0].weight[:, 3:] = 0  # only the copied RGB channels reach the output
+        net.conv_2.weight[:3] = 0  # and no residual detail is added to them
+        x = torch.rand(1, 3, 16, 16)
+        ref = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        assert (net(x) - ref)[..., 2:-2, 2:-2].abs().max() < 1e-5
+
+
+def test_few_steps_lower_the_loss(hr_folder):
+    tr = Trainer(_cfg(hr_folder, init="random"))
+    lr, hr = tr.sampler.batch(8, step_rng(123, 0))
+
+    def held_out_loss():
+        with torch.no_grad():
+            tr.student.eval()
+            return float(torch.nn.functional.l1_loss(tr.student(lr), hr))
+
+    before = held_out_loss()
+    for k in range(40):
+        tr.train_step(tr.student, tr.opt, k, 40)
+    after = held_out_loss()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_checkpoint_resumes_to_the_identical_next_step(hr_folder, tmp_path, weights_root):
+    cfg = _cfg(hr_folder, teacher="imdn", steps=3, w_feat=0.1, w_out=0.5)
+    straight = Trainer(cfg)
+    straight.run(tmp_path / "a")
+    first = Trainer(cfg, sampler=straight.sampler)
+    first.run(tmp_path / "b", until=2)
+    ckpt = load_training_checkpoint(tmp_path / "b" / "last.pt")
+    assert ckpt["step"] == 2
+    resumed = Trainer(cfg, sampler=straight.sampler)
+    resumed.load_state(ckpt)
+    resumed.run(tmp_path / "b")
+    assert resumed.step == straight.step == 3
+    a, b = straight.student.state_dict(), resumed.student.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and the steps really changed the weights (the comparison can fail)
+    assert not all(torch.equal(a[k], first.student.state_dict()[k]) for k in a)
+
+
+def test_training_form_fuses_exactly_after_training(hr_folder):
+    tr = Trainer(_cfg(hr_folder, steps=5))
+    tr.run(hr_folder.parent / "run")
+    deploy = tr.deploy_model()
+    x = torch.rand(2, 3, 20, 28)
+    tr.student.eval()
+    with torch.no_grad():
+        assert (tr.student(x) - deploy(x)).abs().max() < 1e-5
+    assert sum(p.numel() for p in deploy.parameters()) == 93_664
+
+
+def test_pruning_schedule_and_shape():
+    assert pruning_schedule(24, 0.5, 3) == [20, 16, 12]
+    torch.manual_seed(0)
+    net = create_model("dipnet_lite", 2, pretrained=False)
+    small = prune_dipnet(net, 16)
+    assert small.arch["mid"] == 16 and small.block_1.c1_r.weight.shape == (16, 32, 3, 3)
+    assert small(torch.rand(1, 3, 10, 10)).shape == (1, 3, 20, 20)
+    # keeping every channel is the identity
+    same = prune_dipnet(net, 24)
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(same(x), net(x), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_pruned_model_exports_with_parity(hr_folder, tmp_path):
+    from srdeploy.export.exporter import ExportConfig, Exporter
+    from srdeploy.train.cli import save_deploy_weights
+
+    tr = Trainer(_cfg(hr_folder, steps=5))
+    tr.run(tmp_path / "run")
+    pruned, log = tr.prune(0.5, rounds=2, steps_per_round=3)
+    assert [r["mid"] for r in log] == [18, 12]
+    weights = tmp_path / "pruned.pth"
+    save_deploy_weights(pruned, weights, {"note": "test"})
+    loaded = create_model("dipnet_lite", 2, weights=str(weights))
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), pruned(x))
+    manifest = Exporter(ExportConfig(model="dipnet_lite", scale=2, weights=str(weights), size="64x64",
+                                     out=str(tmp_path / "exp")), log=lambda m: None).run()
+    assert manifest["status"] == "passed"
+    assert all(a["parity"]["status"] == "passed" for a in manifest["artifacts"])
+
+
+def test_atomic_save_leaves_nothing_on_failure(tmp_path):
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        save_atomic({"x": Unpicklable()}, tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _train_cli(*args, tmp_path):
+    return run_cli("srdeploy.train.cli", *args, "--no-progress", cwd=tmp_path)
+
+
+@pytest.mark.parametrize("case", ["no_images", "patch_too_large", "teacher_scale", "corrupt_resume"])
+def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, hr_folder):
+    out = tmp_path / "out"
+    args = ["--data", str(hr_folder), "--teacher", "none", "--steps", "2", "--patch", "8", "--batch", "2",
+            "--out", str(out), "--eval-data", str(hr_folder)]
+    # (eval-data == data is refused too; use a separate folder for the cases below)
+    evald = tmp_path / "eval"
+    evald.mkdir()
+    write_image(evald / "e.png", synthetic_image(32, 32, seed=9))
+    args[-1] = str(evald)
+    if case == "no_images":
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        (empty / "a.txt").write_text("x")
+        (empty / "b.png").write_bytes(b"not a png")
+        args[1] = str(empty)
+        expect = "no usable images"
+    elif case == "patch_too_large":
+        args[args.index("--patch") + 1] = "64"
+        expect = "smaller than the HR patch"
+    elif case == "teacher_scale":
+        args[args.index("--teacher") + 1] = "imdn"
+        args += ["--teacher-scale", "4"]
+        expect = "differs from the student"
+    else:
+        bad = tmp_path / "last.pt"
+        bad.write_bytes(b"\x00garbage" * 10)
+        args += ["--resume", str(bad)]
+        expect = "cannot read resume checkpoint"
+    proc = _train_cli(*args, tmp_path=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sr-train: error:") and expect in lines[0], proc.stderr
+    assert not out.exists()
+
+
+def test_training_on_the_evaluation_set_is_refused(tmp_path, hr_folder):
+    proc = _train_cli("--data", str(hr_folder), "--eval-data", str(hr_folder), "--teacher", "none",
+                      "--out", str(tmp_path / "o"), tmp_path=tmp_path)
+    assert proc.returncode == 2 and "evaluation set" in proc.stderr
+
+
+def test_cli_trains_and_writes_loadable_weights(tmp_path, hr_folder):
+    evald = tmp_path / "eval"
+    evald.mkdir()
+    write_image(evald / "e.png", synthetic_image(40, 48, seed=5))
+    out = tmp_path / "run"
+    proc = _train_cli("--data", str(hr_folder), "--eval-data", str(evald), "--teacher", "none", "--steps", "4",
+                      "--patch", "8", "--batch", "2", "--eval-every", "2", "--out", str(out), "--json",
+                      tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    report = json.loads(proc.stdout)
+    assert report["steps"] == 4 and [h["step"] for h in report["history"]] == [2, 4]
+    assert np.isfinite(report["set5_psnr_y"])
+    net = create_model("dipnet_lite", 2, weights=report["weights"])
+    assert sum(p.numel() for p in net.parameters()) == 93_664
+    assert sorted(p.name for p in out.iterdir()) == ["dipnet_lite_x2.pth", "last.pt", "train_report.json"]
+    # the checkpoint trains on: resume to 6 steps
+    proc = _train_cli("--data", str(hr_folder), "--eval-data", str(evald), "--teacher", "none", "--steps", "6",
+                      "--patch", "8", "--batch", "2", "--eval-every", "2", "--out", str(out),
+                      "--resume", str(out / "last.pt"), "--json", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["steps"] == 6
