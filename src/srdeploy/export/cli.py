@@ -53,7 +53,9 @@ def build_parser() -> OneLineParser:
                    "with MATLAB bicubic, then random crops of the export size")
     p.add_argument("--calib-samples", type=int, default=16, metavar="N", help="calibration crops (default 16)")
     p.add_argument("--io", choices=("float32", "uint8", "int8"), default="float32",
-                   help="INT8 model I/O: float32, uint8 RGB 0..255 (Android bitmap bytes), or int8")
+                   help="model I/O. uint8: every artifact takes and returns uint8 RGB 0..255 (Android bitmap "
+                        "bytes; normalisation, clamp and rounding inside the graph; FP32 parity <= 1 grey level). "
+                        "int8: INT8 artifact only (float artifacts keep float32)")
     p.add_argument("--act", choices=("int8", "int16"), default="int8", help="INT8 activations (int16 = 16x8 mode)")
     p.add_argument("--quality", action="store_true", help="PSNR-Y/SSIM-Y of every artifact on Set5/Set14 "
                    "(from SRDEPLOY_DATA); implied by --int8")

@@ -107,13 +107,17 @@ class Exporter:
 
             if not cfg.calib:
                 raise SrDeployError("--int8 needs --calib DIR (a folder of HR images, e.g. DIV2K HR)")
-            if cfg.io not in ("float32", "uint8", "int8") or cfg.act not in ("int8", "int16"):
-                raise SrDeployError("--io must be float32/uint8/int8 and --act int8/int16")
+            if cfg.act not in ("int8", "int16"):
+                raise SrDeployError("--act must be int8 or int16")
             if cfg.act == "int16" and cfg.io != "float32":
                 raise SrDeployError("--act int16 keeps float32 I/O (the 16x8 mode has no DEPTH_TO_SPACE kernel)")
             self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed)
-        elif cfg.calib or cfg.io != "float32" or cfg.act != "int8":
-            raise SrDeployError("--calib, --io and --act apply to --int8 exports")
+        elif cfg.calib or cfg.io == "int8" or cfg.act != "int8":
+            raise SrDeployError("--calib, --io int8 and --act apply to --int8 exports")
+        if cfg.io not in ("float32", "uint8", "int8"):
+            raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
+        #: I/O of the ONNX/FP32/FP16 graphs (INT8 follows --io through its quantization parameters)
+        self.graph_io = "uint8" if cfg.io == "uint8" else "float32"
         torch.manual_seed(cfg.seed)
         self.model = create_model(self.spec.name, self.scale, pretrained=not cfg.random_weights,
                                   weights=cfg.weights)
@@ -149,6 +153,8 @@ class Exporter:
         img, desc = parity_image(h, w, self.scale)
         real = (img.astype(np.float32) / 255.0)[None]
         rnd = np.random.default_rng(self.cfg.seed).random((1, h, w, 3), dtype=np.float32)
+        if self.cfg.io != "float32":  # integer I/O: the reference sees exactly the bytes the artifact sees
+            rnd = (np.round(rnd * 255.0) / 255.0).astype(np.float32)
         # float32 reference, with the exact (float64) one computed only where it decides (see parity.py)
         ref, exact = TorchRunner(self.model), TorchRunner(self.model, float64=True)
         return [ParityInput(desc, real, ref(real), exact),
@@ -190,14 +196,17 @@ class Exporter:
             work = Path(tmp)
             self.log(f"[1/{steps}] ONNX (opset {ONNX_OPSET}) {self.spec.name} x{self.scale} at {h}x{w}")
             onnx_path = work / "model.onnx"
-            self.rewrites_applied = export_onnx(self.model, onnx_path, self.size, tuple(cfg.rewrites))
-            self._install("onnx", onnx_path, "fp32", "onnx", self._gate("onnx", "fp32", OnnxRunner(onnx_path), inputs))
+            self.rewrites_applied = export_onnx(self.model, onnx_path, self.size, tuple(cfg.rewrites), self.graph_io)
+            # uint8 graphs are judged in grey levels (<= 1 from PyTorch's rounded output)
+            fp32_rule = "fp32_uint8" if self.graph_io == "uint8" else "fp32"
+            self._install("onnx", onnx_path, "fp32", "onnx",
+                          self._gate("onnx", fp32_rule, OnnxRunner(onnx_path), inputs))
             self._stop_if_failed()
 
             self.log(f"[2/{steps}] TFLite FP32 via onnx2tf")
             tfl = convert_onnx2tf(onnx_path, work / "onnx2tf")
             self._install("fp32", tfl["fp32"], "fp32", "tflite",
-                          self._gate("fp32", "fp32", TFLiteRunner(tfl["fp32"]), inputs))
+                          self._gate("fp32", fp32_rule, TFLiteRunner(tfl["fp32"]), inputs))
             self._stop_if_failed()
             if cfg.fp16:
                 self.log(f"[3/{steps}] TFLite FP16 (float16 weights, sensitive ones kept FP32 if needed)")
@@ -213,8 +222,15 @@ class Exporter:
                 self.log(f"[{steps}/{steps}] TFLite INT8 (full integer, {cfg.act} activations, {cfg.io} I/O, "
                          f"{len(self.calibration.frames)} calibration frames)")
                 int8_path = work / "model_int8.tflite"
-                int8_path.write_bytes(convert_int8(work / "onnx2tf" / "saved_model", self.calibration.frames,
-                                                   cfg.io, cfg.act))
+                saved = work / "onnx2tf" / "saved_model"
+                if self.graph_io != "float32":
+                    # the converter quantizes a float graph and folds the uint8 scale into its I/O
+                    # parameters, so it needs the float-I/O SavedModel, not the uint8-wrapped one
+                    float_onnx = work / "float.onnx"
+                    export_onnx(self.model, float_onnx, self.size, tuple(cfg.rewrites))
+                    convert_onnx2tf(float_onnx, work / "onnx2tf_float")
+                    saved = work / "onnx2tf_float" / "saved_model"
+                int8_path.write_bytes(convert_int8(saved, self.calibration.frames, cfg.io, cfg.act))
                 # INT8 is gated on the real image only: uniform noise lies outside the calibrated ranges
                 gate_inputs = inputs[:1]
                 self._install("int8", int8_path, "int8", "tflite",
@@ -275,7 +291,9 @@ class Exporter:
             "io": {
                 "tflite": {"layout": "NHWC", "input_shape": [1, h, w, 3], "output_shape": [1, h * s, w * s, 3]},
                 "onnx": {"layout": "NCHW", "input_shape": [1, 3, h, w], "output_shape": [1, 3, h * s, w * s]},
-                "dtype": "float32", "color": "RGB", "value_range": [0.0, 1.0],
+                "dtype": self.graph_io, "color": "RGB",
+                "value_range": [0, 255] if self.graph_io == "uint8" else [0.0, 1.0],
+                **({"int8_artifact_io": self.cfg.io} if self.cfg.int8 else {}),
             },
             "status": status,
             "graph_rewrites": getattr(self, "rewrites_applied", {}),

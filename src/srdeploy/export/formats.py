@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-import io
+import io as _io
 import logging
 from pathlib import Path
 
@@ -33,9 +33,11 @@ class ExportFailed(SrDeployError):
 DEFAULT_REWRITES = ("split_mean", "dcr")
 
 
-def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], rewrites: tuple[str, ...] = DEFAULT_REWRITES) -> dict:
-    """Export NCHW float32 ``1×3×H×W`` → ``1×3×sH×sW`` with the TorchScript exporter, simplify,
-    then apply the exact graph *rewrites* (see :mod:`.rewrites`); returns what each changed."""
+def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], rewrites: tuple[str, ...] = DEFAULT_REWRITES,
+                io: str = "float32") -> dict:
+    """Export NCHW ``1×3×H×W`` → ``1×3×sH×sW`` with the TorchScript exporter, simplify, then apply
+    the exact graph *rewrites* (see :mod:`.rewrites`); returns what each changed. ``io="uint8"``
+    wraps the model so the graph takes and returns uint8 RGB 0..255 (see :mod:`.io_wrap`)."""
     from .rewrites import apply_rewrites
 
     import onnx
@@ -43,7 +45,13 @@ def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], rewrites: t
 
     h, w = size
     dummy = torch.rand(1, 3, h, w)
-    buf = io.BytesIO()
+    if io == "uint8":
+        from .io_wrap import Uint8IO
+
+        model, dummy = Uint8IO(model), (dummy * 255).to(torch.uint8)
+    elif io != "float32":
+        raise ValueError(f"graph I/O must be float32 or uint8, got {io!r}")
+    buf = _io.BytesIO()
     with torch.no_grad(), _quiet():
         torch.onnx.export(model.eval(), (dummy,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)

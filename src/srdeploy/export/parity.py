@@ -15,6 +15,8 @@ decided (``reference``) and PyTorch's own error (``torch_float32_error``).
 
 * FP32 TFLite and ONNX: max |Δ| ≤ 1e-4 (outputs in [0, 1] units)
 * FP16 TFLite: PSNR against PyTorch ≥ 50 dB (peak 1, outputs clipped to [0, 1])
+* uint8-I/O ONNX and FP32 TFLite (``--io uint8``): ≤ 1 grey level from PyTorch's output
+  rounded to uint8 (``max_abs`` then holds grey levels)
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ __all__ = ["ParityInput", "ParityResult", "THRESHOLDS", "check_parity", "format_
 THRESHOLDS: dict[str, tuple[str, float]] = {
     "fp32": ("max_abs", 1e-4),
     "fp16": ("psnr_db", 50.0),
+    # uint8-I/O graphs: output grey levels against PyTorch's output rounded to uint8
+    "fp32_uint8": ("max_grey", 1.0),
     # INT8 is a lossy format: the gate catches broken quantization (bad calibration, wrong I/O
     # scales), not its cost, which the quality report measures in dB on Set5/Set14.
     "int8": ("psnr_db", 30.0),
@@ -70,10 +74,14 @@ class ParityResult:
 
 
 def _compare(out: np.ndarray, ref: np.ndarray, metric: str, bound: float) -> tuple[float, float, bool]:
-    max_abs = float(np.max(np.abs(out.astype(np.float64) - ref)))
+    if metric == "max_grey":  # both sides as the uint8 images a phone would display
+        grey = np.abs(np.round(out.astype(np.float64) * 255.0) - np.round(np.clip(ref, 0, 1) * 255.0))
+        max_abs = float(np.max(grey))
+    else:
+        max_abs = float(np.max(np.abs(out.astype(np.float64) - ref)))
     psnr = psnr01(out, ref)
-    value = max_abs if metric == "max_abs" else psnr
-    return max_abs, psnr, bool(value <= bound if metric == "max_abs" else value >= bound)
+    value = psnr if metric == "psnr_db" else max_abs
+    return max_abs, psnr, bool(value >= bound if metric == "psnr_db" else value <= bound)
 
 
 def check_parity(artifact: str, precision: str, runner, inputs: list[ParityInput]) -> ParityResult:
@@ -106,11 +114,12 @@ def format_table(results: list[ParityResult]) -> str:
     """One screen: artifact × input with max |Δ|, PSNR and verdict."""
     rows = [("artifact", "input", "torch ref", "max |Δ|", "PSNR vs torch", "bound", "result")]
     for r in results:
-        bound = f"|Δ| ≤ {r.bound:g}" if r.metric == "max_abs" else f"≥ {r.bound:g} dB"
+        bound = {"max_abs": f"|Δ| ≤ {r.bound:g}", "max_grey": f"≤ {r.bound:g} grey"}.get(r.metric, f"≥ {r.bound:g} dB")
         for c in r.checks:
             psnr = "inf" if c["psnr_db"] is None and c.get("max_abs") == 0 else (
                 "-" if c["psnr_db"] is None else f"{c['psnr_db']:.2f} dB")
-            mabs = "-" if c["max_abs"] is None else f"{c['max_abs']:.2e}"
+            mabs = "-" if c["max_abs"] is None else (
+                f"{c['max_abs']:.0f} grey" if r.metric == "max_grey" else f"{c['max_abs']:.2e}")
             ref = {"pytorch-float32": "float32", "pytorch-float64": "float64",
                    "within-2x-pytorch-float32-error": "2x torch32"}.get(c.get("reference"), "-")
             rows.append((r.artifact, c["input"][:44], ref, mabs, psnr, bound, "PASS" if c["passed"] else "FAIL"))
