@@ -49,8 +49,22 @@ def test_size_not_divisible_for_imdn_as(tmp_path, weights_root):
     _bad(["--model", "imdn_as", "--size", "66x64"], tmp_path / "o", "divisible by 4")
 
 
-def test_dipnet_lite_without_weights_says_so(tmp_path):
-    _bad(["--model", "dipnet_lite"], tmp_path / "o", "no public weights")
+def test_auto_model_with_a_weights_path_says_so(tmp_path):
+    ck = tmp_path / "w.pth"
+    ck.write_bytes(b"x")
+    _bad(["--weights", str(ck)], tmp_path / "o", "--weights needs an explicit --model")
+
+
+def test_damaged_embedded_weights_are_refused(tmp_path, monkeypatch):
+    import dataclasses
+
+    from srdeploy.errors import SrDeployError
+    from srdeploy.models import create_model, get_spec
+
+    spec = get_spec("dipnet_lite")
+    monkeypatch.setitem(spec.weights, 2, dataclasses.replace(spec.weights[2], sha256="0" * 64))
+    with pytest.raises(SrDeployError, match="damaged"):
+        create_model("dipnet_lite")
 
 
 def test_unwritable_output_directory(tmp_path, weights_root):
@@ -66,5 +80,5 @@ def test_bad_flag_is_one_line(tmp_path):
 def test_help_explains_models_and_exit_codes():
     proc = run_cli("srdeploy.export.cli", "--help")
     assert proc.returncode == 0
-    for word in ("imdn_rtc", "dipnet_lite", "parity", "exit codes", "--fp16", "no public weights"):
+    for word in ("imdn_rtc", "dipnet_lite", "parity", "exit codes", "--fp16", "embedded weights", "--bench"):
         assert word in proc.stdout

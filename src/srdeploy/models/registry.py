@@ -142,10 +142,17 @@ _register(ModelSpec(
     weights={4: WeightsSpec("dipnet_x4.pth", "7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1",
                             f"{_DIPNET_GH}model_zoo/DIPNet.pth", source="xiumu00/DIPNet @ 69f43a7")},
     reference="Yu et al., DIPNet: Efficiency Distillation and Iterative Pruning for Image SR, CVPRW 2023"))
+#: srdeploy's own DIPNet-lite x2 (no public weights exist): how the embedded file was made
+DIPNET_LITE_TRAINING = (
+    "PROVISIONAL"
+)
 _register(ModelSpec(
-    "dipnet_lite", "DIPNet-lite: x2, no ESA, feature 32, mid 24 (93 k params; no public weights)",
+    "dipnet_lite", "DIPNet-lite: x2, no ESA, feature 32, mid 24 (93 k params; weights trained by srdeploy, embedded)",
     scales=(2,), builder=_dipnet_lite, train_branches=DIPNET_BRANCHES, default_size=(1080, 1920),
     arch_keys=("mid",),
+    weights={2: WeightsSpec("dipnet_lite_x2.pth", "8fb12b53106f90d98293c6b0ced51952f5698120d3f1d4860f8be28cceb307a4",
+                            url="", embedded=True, source="srdeploy sr-train (embedded in the package)",
+                            training=DIPNET_LITE_TRAINING)},
     reference="DIPNet seed variant deployed by a vendor at 1080x1920"))
 
 
