@@ -35,6 +35,8 @@ def test_every_model_exports_with_parity_offline(name, scale, tmp_path, weights_
         path = out / fname
         assert art["bytes"] == path.stat().st_size and art["sha256"] == sha256_file(path)
         assert art["parity"]["status"] == "passed" and len(art["parity"]["checks"]) == 2
+        if fname.endswith(".tflite"):  # GPU-delegate readiness is recorded per artifact
+            assert art["gpu_check"]["passed"] and art["gpu_check"]["issues"] == []
     assert json.loads((out / "manifest.json").read_text()) == manifest
     assert sorted(p.name for p in out.iterdir()) == sorted([*files, "manifest.json"])  # nothing else left
     assert manifest["io"]["tflite"]["input_shape"] == [1, 64, 64, 3]

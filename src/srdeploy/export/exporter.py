@@ -170,6 +170,11 @@ class Exporter:
     def _install(self, key: str, src: Path, precision: str, fmt: str, parity: dict, **extra) -> None:
         dest = self.out_dir / ARTIFACT_FILES[key]
         atomic_copy(src, dest)
+        if fmt == "tflite":  # the project's static check against the GPU delegate's op list and constraints
+            from ..benchmark.gpu_check import gpu_check
+
+            report = gpu_check(dest).to_json()
+            extra["gpu_check"] = {k: report[k] for k in ("passed", "ops", "quantized", "issues")}
         self.artifacts.append({
             "file": dest.name, "format": fmt, "precision": precision, "bytes": dest.stat().st_size,
             "sha256": sha256_file(dest), "parity": parity, **extra,
