@@ -218,7 +218,8 @@ class Exporter:
                 fp16_path = work / "model_fp16.tflite"
                 report = make_fp16(tfl["fp32"], fp16_path, log=self.log)
                 self._install("fp16", fp16_path, "fp16", "tflite",
-                              self._gate("fp16", "fp16", TFLiteRunner(fp16_path), inputs),
+                              self._gate("fp16", "fp16_uint8" if self.graph_io == "uint8" else "fp16",
+                                         TFLiteRunner(fp16_path), inputs),
                               fp16=report.to_json())
                 self._stop_if_failed()
             if cfg.int8:

@@ -34,6 +34,7 @@ THRESHOLDS: dict[str, tuple[str, float]] = {
     "fp16": ("psnr_db", 50.0),
     # uint8-I/O graphs: output grey levels against PyTorch's output rounded to uint8
     "fp32_uint8": ("max_grey", 1.0),
+    "fp16_uint8": ("psnr_db", 50.0),
     # INT8 is a lossy format: the gate catches broken quantization (bad calibration, wrong I/O
     # scales), not its cost, which the quality report measures in dB on Set5/Set14.
     "int8": ("psnr_db", 30.0),
@@ -73,8 +74,8 @@ class ParityResult:
         return d
 
 
-def _compare(out: np.ndarray, ref: np.ndarray, metric: str, bound: float) -> tuple[float, float, bool]:
-    if metric == "max_grey":  # both sides as the uint8 images a phone would display
+def _compare(out: np.ndarray, ref: np.ndarray, metric: str, bound: float, grey: bool = False) -> tuple[float, float, bool]:
+    if grey:  # uint8 graphs: both sides as the uint8 images a phone would display
         grey = np.abs(np.round(out.astype(np.float64) * 255.0) - np.round(np.clip(ref, 0, 1) * 255.0))
         max_abs = float(np.max(grey))
     else:
@@ -95,11 +96,12 @@ def check_parity(artifact: str, precision: str, runner, inputs: list[ParityInput
             continue
         ref_used = "pytorch-float32"
         extra = {}
-        max_abs, psnr, ok = _compare(out, item.reference, metric, bound)
+        grey = precision.endswith("_uint8")
+        max_abs, psnr, ok = _compare(out, item.reference, metric, bound, grey)
         if not ok and item.exact is not None:
             ref_used = "pytorch-float64"
             exact = item.exact_reference()
-            max_abs, psnr, ok = _compare(out, exact, metric, bound)
+            max_abs, psnr, ok = _compare(out, exact, metric, bound, grey)
             if not ok and metric == "max_abs":
                 own = float(np.max(np.abs(item.reference.astype(np.float64) - exact)))
                 extra["torch_float32_error"] = own
@@ -119,7 +121,7 @@ def format_table(results: list[ParityResult]) -> str:
             psnr = "inf" if c["psnr_db"] is None and c.get("max_abs") == 0 else (
                 "-" if c["psnr_db"] is None else f"{c['psnr_db']:.2f} dB")
             mabs = "-" if c["max_abs"] is None else (
-                f"{c['max_abs']:.0f} grey" if r.metric == "max_grey" else f"{c['max_abs']:.2e}")
+                f"{c['max_abs']:.0f} grey" if r.precision.endswith("_uint8") else f"{c['max_abs']:.2e}")
             ref = {"pytorch-float32": "float32", "pytorch-float64": "float64",
                    "within-2x-pytorch-float32-error": "2x torch32"}.get(c.get("reference"), "-")
             rows.append((r.artifact, c["input"][:44], ref, mabs, psnr, bound, "PASS" if c["passed"] else "FAIL"))
