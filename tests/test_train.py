@@ -220,3 +220,17 @@ def test_cli_trains_and_writes_loadable_weights(tmp_path, hr_folder):
                       "--resume", str(out / "last.pt"), "--json", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["steps"] == 6
+
+
+def test_fine_tune_starts_from_deploy_weights(hr_folder, tmp_path):
+    from srdeploy.train.cli import save_deploy_weights
+
+    first = Trainer(_cfg(hr_folder, steps=3))
+    first.run(tmp_path / "a")
+    weights = tmp_path / "w.pth"
+    save_deploy_weights(first.deploy_model(), weights, {})
+    second = Trainer(_cfg(hr_folder, steps=3, init_weights=str(weights)))
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        second.student.eval()
+        assert (second.student(x) - first.deploy_model()(x)).abs().max() < 1e-5

@@ -48,6 +48,7 @@ class TrainConfig:
     w_feat: float = 0.1  # multi-anchor feature L1
     seed: int = 0
     init: str = "interp"  # "interp" (bilinear start) or "random"
+    init_weights: str | None = None  # fine-tune from a deploy-form checkpoint instead
     eval_every: int = 1000
     ckpt_every: int = 500
     eval_data: str | None = None  # Set5 folder; None = none
@@ -124,11 +125,14 @@ class Trainer:
         if spec.train_branches is None:
             raise SrDeployError(f"{cfg.model} has no re-parameterizable training form to train")
         torch.manual_seed(cfg.seed)
-        self.student = create_model(cfg.model, cfg.scale, pretrained=False, form="train")
-        if cfg.init == "interp":
-            interpolation_init(self.student)
-        elif cfg.init != "random":
+        if cfg.init not in ("interp", "random"):
             raise SrDeployError(f"--init must be interp or random, got {cfg.init!r}")
+        if cfg.init_weights:  # the training form starts as the exact function of these deploy weights
+            self.student = create_model(cfg.model, cfg.scale, weights=cfg.init_weights, form="train")
+        else:
+            self.student = create_model(cfg.model, cfg.scale, pretrained=False, form="train")
+            if cfg.init == "interp":
+                interpolation_init(self.student)
         self.teacher = None
         self.adapters = nn.ModuleList()
         if cfg.teacher:
