@@ -144,7 +144,7 @@ class Exporter:
         resolve_weights(ws)
         if ws.embedded:
             return {"source": "embedded", "file": ws.file, "sha256": ws.sha256, "origin": ws.source,
-                    "training": ws.training}
+                    "training": ws.training, "metrics": ws.metrics}
         return {"source": "official", "file": ws.file, "sha256": ws.sha256, "url": ws.url, "origin": ws.source}
 
     # ------------------------------------------------------------------ parity

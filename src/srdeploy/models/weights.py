@@ -32,6 +32,8 @@ class WeightsSpec:
     embedded: bool = False
     #: how the weights were made (training command, steps, data, measured PSNR) for embedded weights
     training: str = ""
+    #: measured quality of these weights, e.g. ``{"set5_psnr_y": 37.257}`` (re-measured by a test)
+    metrics: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 def embedded_path(spec: WeightsSpec) -> Path:
