@@ -56,8 +56,8 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise SrDeployError("--steps must be >= 1")
+        if self.steps < 0 or (self.steps == 0 and not self.init_weights):
+            raise SrDeployError("--steps must be >= 1 (0 only with --init-weights: fuse/prune an existing model)")
         if self.batch < 1:
             raise SrDeployError("--batch must be >= 1")
         if self.teacher_scale is None:
