@@ -72,7 +72,9 @@ def test_bundle_writes_int8_uint8_model_and_reduced_manifest(rtc_export, tmp_pat
     assert (dest / "model_int8.tflite").read_bytes() == (rtc_export / "model_int8.tflite").read_bytes()
     bundle(rtc_export, app, "model_fp16.tflite")
     man = json.loads((dest / "manifest.json").read_text())
-    assert man["input"]["dtype"] == "float32" and man["file"] == "model_fp16.tflite"
+    # --io uint8 reaches the float artifacts too: plain uint8 bytes, described as scale 1/255 for the app
+    assert man["input"]["dtype"] == man["output"]["dtype"] == "uint8" and man["file"] == "model_fp16.tflite"
+    assert man["input"]["scale"] == pytest.approx(1 / 255) and man["output"]["zero_point"] == 0
     # re-bundling another artifact replaces the bundle whole, leaving no temporary folders
     bundle(rtc_export, app, "model_fp32.tflite")
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "model_fp32.tflite"]

@@ -42,6 +42,10 @@ def _io_contract(path: Path) -> dict:
 
     def describe(d):
         scale, zero = d["quantization"]
+        if d["dtype"] == np.uint8 and not scale:
+            # a float graph with --io uint8 (normalisation inside the graph): its bytes are pixels 0..255,
+            # which the app's (byte - zero_point) * scale mapping expresses as scale 1/255, zero point 0
+            scale, zero = 1.0 / 255.0, 0
         return {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
                 "scale": float(scale), "zero_point": int(zero)}
 
