@@ -22,12 +22,7 @@ def _tmp_beside(dest: Path) -> Path:
 
 
 def atomic_copy(src: Path, dest: Path) -> None:
-    tmp = _tmp_beside(dest)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def atomic_write(dest: Path, write) -> None:
@@ -41,12 +36,7 @@ def atomic_write(dest: Path, write) -> None:
 
 
 def atomic_write_json(dest: Path, obj) -> None:
-    tmp = _tmp_beside(dest)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(dest, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
 
 
 def ensure_writable_dir(path: Path) -> bool:
