@@ -49,6 +49,11 @@ def test_size_not_divisible_for_imdn_as(tmp_path, weights_root):
     _bad(["--model", "imdn_as", "--size", "66x64"], tmp_path / "o", "divisible by 4")
 
 
+def test_bench_runs_below_one(tmp_path):
+    _bad(["--model", "imdn_rtc", "--size", "16x16", "--bench", "--bench-runs", "0"], tmp_path / "o",
+         "--bench-runs must be >= 1")
+
+
 def test_auto_model_with_a_weights_path_says_so(tmp_path):
     ck = tmp_path / "w.pth"
     ck.write_bytes(b"x")

@@ -158,13 +158,11 @@ def _train_cli(*args, tmp_path):
 @pytest.mark.parametrize("case", ["no_images", "patch_too_large", "teacher_scale", "corrupt_resume"])
 def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, hr_folder):
     out = tmp_path / "out"
-    args = ["--data", str(hr_folder), "--teacher", "none", "--steps", "2", "--patch", "8", "--batch", "2",
-            "--out", str(out), "--eval-data", str(hr_folder)]
-    # (eval-data == data is refused too; use a separate folder for the cases below)
-    evald = tmp_path / "eval"
+    evald = tmp_path / "eval"  # a separate evaluation folder (training on it is refused; tested below)
     evald.mkdir()
     write_image(evald / "e.png", synthetic_image(32, 32, seed=9))
-    args[-1] = str(evald)
+    args = ["--data", str(hr_folder), "--teacher", "none", "--steps", "2", "--patch", "8", "--batch", "2",
+            "--out", str(out), "--eval-data", str(evald)]
     if case == "no_images":
         empty = tmp_path / "empty"
         empty.mkdir()

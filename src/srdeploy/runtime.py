@@ -67,7 +67,9 @@ class OnnxRunner:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
         if self.input.type == "tensor(uint8)":  # --io uint8 graphs: bytes 0..255 in and out
-            nchw = np.clip(np.round(nchw * 255.0), 0, 255).astype(np.uint8)
+            from .imaging import to_uint8
+
+            nchw = to_uint8(nchw)
         (y,) = self.session.run([self.output_name], {self.input.name: nchw})
         y = y.astype(np.float32) / 255.0 if y.dtype == np.uint8 else y
         return y.transpose(0, 2, 3, 1)

@@ -99,7 +99,7 @@ def _bench(out_dir: Path, manifest: dict, runs: int) -> dict:
 
     files = [a["file"] for a in manifest["artifacts"] if a["file"].endswith(".tflite")]
     settings = [BenchSetting(str(out_dir / f), None, 2, "cpu") for f in files]
-    results = run_benchmarks(settings, warmup=1, runs=max(1, runs), rounds=max(1, runs),
+    results = run_benchmarks(settings, warmup=1, runs=runs, rounds=runs,
                              log=lambda m: print(f"bench: {m}", file=sys.stderr))
     manifest["bench"] = {"machine": machine_info(), "threads": 2, "runs": runs,
                          "results": [{**r.to_json(), "model": f} for f, r in zip(files, results)]}
@@ -126,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SrDeployError(f"{args.bundle} is not the Android demo project (no app/build.gradle.kts)")
     from .exporter import ExportConfig, Exporter
 
+    if args.bench and args.bench_runs < 1:
+        raise SrDeployError("--bench-runs must be >= 1")
     if args.model == "auto":
         args.model, why = _auto_model(args.weights)
         if args.size is None and args.model == "dipnet_lite":

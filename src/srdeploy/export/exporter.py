@@ -160,6 +160,10 @@ class Exporter:
         return [ParityInput(desc, real, ref(real), exact),
                 ParityInput(f"uniform random (seed {self.cfg.seed})", rnd, ref(rnd), exact)]
 
+    def _rule(self, precision: str) -> str:
+        """The parity rule of a float artifact: uint8 graphs are judged on their bytes (see parity.py)."""
+        return f"{precision}_uint8" if self.graph_io == "uint8" else precision
+
     def _gate(self, key: str, precision: str, runner, inputs) -> dict:
         if not self.cfg.parity:
             return {"status": "skipped"}
@@ -202,24 +206,21 @@ class Exporter:
             self.log(f"[1/{steps}] ONNX (opset {ONNX_OPSET}) {self.spec.name} x{self.scale} at {h}x{w}")
             onnx_path = work / "model.onnx"
             self.rewrites_applied = export_onnx(self.model, onnx_path, self.size, tuple(cfg.rewrites), self.graph_io)
-            # uint8 graphs are judged in grey levels (<= 1 from PyTorch's rounded output)
-            fp32_rule = "fp32_uint8" if self.graph_io == "uint8" else "fp32"
             self._install("onnx", onnx_path, "fp32", "onnx",
-                          self._gate("onnx", fp32_rule, OnnxRunner(onnx_path), inputs))
+                          self._gate("onnx", self._rule("fp32"), OnnxRunner(onnx_path), inputs))
             self._stop_if_failed()
 
             self.log(f"[2/{steps}] TFLite FP32 via onnx2tf")
             tfl = convert_onnx2tf(onnx_path, work / "onnx2tf")
             self._install("fp32", tfl["fp32"], "fp32", "tflite",
-                          self._gate("fp32", fp32_rule, TFLiteRunner(tfl["fp32"]), inputs))
+                          self._gate("fp32", self._rule("fp32"), TFLiteRunner(tfl["fp32"]), inputs))
             self._stop_if_failed()
             if cfg.fp16:
                 self.log(f"[3/{steps}] TFLite FP16 (float16 weights, sensitive ones kept FP32 if needed)")
                 fp16_path = work / "model_fp16.tflite"
                 report = make_fp16(tfl["fp32"], fp16_path, log=self.log)
                 self._install("fp16", fp16_path, "fp16", "tflite",
-                              self._gate("fp16", "fp16_uint8" if self.graph_io == "uint8" else "fp16",
-                                         TFLiteRunner(fp16_path), inputs),
+                              self._gate("fp16", self._rule("fp16"), TFLiteRunner(fp16_path), inputs),
                               fp16=report.to_json())
                 self._stop_if_failed()
             if cfg.int8:
@@ -273,9 +274,9 @@ class Exporter:
             for d in sets:
                 r = evaluate_dataset(predict, find_dataset(d, self.scale), self.scale)
                 report.setdefault(d.name, {})[label] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "images": r.images}
-        for ds, rows in report.items():
+        for rows in report.values():
             base = rows["pytorch_fp32"]["psnr_y"]
-            for label, row in rows.items():
+            for row in rows.values():
                 row["drop_db"] = None if base is None or row["psnr_y"] is None else base - row["psnr_y"]
         return report
 

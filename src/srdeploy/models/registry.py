@@ -12,7 +12,7 @@ from ..errors import SrDeployError
 from .dipnet import DIPNET_BRANCHES, DIPNet
 from .imdn import IMDNNet
 from .reparam import DEFAULT_IMDN_PLUS_BRANCHES, RepConv
-from .weights import WeightsSpec, load_checkpoint, read_arch, resolve_weights
+from .weights import WeightsSpec, load_checkpoint, read_arch, read_checkpoint, resolve_weights
 
 __all__ = ["ModelSpec", "MODELS", "create_model", "get_spec", "list_models", "init_from_deploy"]
 
@@ -235,16 +235,18 @@ def create_model(
     if form == "train" and spec.train_branches is None:
         raise SrDeployError(f"{name} has no re-parameterizable training form")
     arch: dict = {}
+    checkpoint = None
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise SrDeployError(f"weights file not found: {path}")
-        arch = _checked_arch(spec, scale, read_arch(path))
+        checkpoint = read_checkpoint(path)  # read once: its shape (``arch``) and its weights
+        arch = _checked_arch(spec, scale, read_arch(checkpoint, path))
     deploy = spec.builder(scale, None, **arch)
     if pretrained or weights is not None:
         if weights is not None:
             remap = spec.weights[scale].remap if scale in spec.weights else ()
-            load_checkpoint(deploy, path, remap)
+            load_checkpoint(deploy, path, remap, checkpoint)
         elif scale in spec.weights:
             ws = spec.weights[scale]
             load_checkpoint(deploy, resolve_weights(ws, download=download), ws.remap)

@@ -15,7 +15,8 @@ import torch.nn as nn
 from ..errors import SrDeployError
 from ..paths import cache_dir, downloads_allowed, weights_dir
 
-__all__ = ["WeightsSpec", "resolve_weights", "download_weights", "load_checkpoint", "read_arch", "sha256_file", "embedded_path"]
+__all__ = ["WeightsSpec", "resolve_weights", "download_weights", "load_checkpoint", "read_arch",
+           "read_checkpoint", "sha256_file", "embedded_path"]
 
 
 @dataclass(frozen=True)
@@ -122,24 +123,26 @@ def _remap(state: dict, remap: tuple[tuple[str, str], ...]) -> dict:
     return out
 
 
-def read_arch(path: Path) -> dict:
-    """The ``arch`` entry of a checkpoint (pruned variants record their shape there), or ``{}``."""
+def read_checkpoint(path: Path):
+    """``torch.load`` a checkpoint safely (tensors only); an unreadable file is a one-line user error."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, pickle with code, not a torch file
         raise SrDeployError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
-    arch = state.get("arch", {}) if isinstance(state, dict) else {}
+
+
+def read_arch(checkpoint, path: Path) -> dict:
+    """The ``arch`` entry of a loaded checkpoint (pruned variants record their shape there), or ``{}``."""
+    arch = checkpoint.get("arch", {}) if isinstance(checkpoint, dict) else {}
     if not isinstance(arch, dict) or not all(isinstance(v, (int, bool)) for v in arch.values()):
         raise SrDeployError(f"checkpoint {path} has a malformed 'arch' entry")
     return arch
 
 
-def load_checkpoint(model: nn.Module, path: Path, remap: tuple[tuple[str, str], ...] = ()) -> None:
-    """Load a state dict with ``strict=True`` after remapping; explain mismatches in one line."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with code, not a torch file
-        raise SrDeployError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+def load_checkpoint(model: nn.Module, path: Path, remap: tuple[tuple[str, str], ...] = (), checkpoint=None) -> None:
+    """Load a state dict with ``strict=True`` after remapping; explain mismatches in one line.
+    *checkpoint*: the file's contents when the caller has already read it (``read_checkpoint``)."""
+    state = read_checkpoint(path) if checkpoint is None else checkpoint
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

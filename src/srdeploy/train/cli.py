@@ -83,8 +83,12 @@ def save_deploy_weights(model: torch.nn.Module, dest: Path, meta: dict) -> None:
     save_atomic(obj, dest)
 
 
-def _same_folder(a: str, b: str | None) -> bool:
-    return b is not None and Path(a).resolve() == Path(b).resolve()
+def _within(folder: str, outer: str | None) -> bool:
+    """Is *folder* the *outer* folder or inside it?"""
+    if outer is None:
+        return False
+    f, o = Path(folder).resolve(), Path(outer).resolve()
+    return f == o or o in f.parents
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SrDeployError("no training data: pass --data DIR (HR images) or set SRDEPLOY_DATA")
     eval_data = args.eval_data or _default("Set5")
     for d in data:
-        if _same_folder(d, eval_data) or (eval_data and Path(eval_data).resolve() in Path(d).resolve().parents):
+        if _within(d, eval_data):
             raise SrDeployError(f"training folder {d} is the evaluation set: train on DIV2K, evaluate on Set5")
     teacher = None if args.teacher.lower() == "none" else args.teacher
     ckpt = load_training_checkpoint(args.resume) if args.resume else None

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import SrDeployError
 from ..imaging import IMAGE_SUFFIXES, read_rgb
-from ..resize import bicubic_degrade
+from ..resize import bicubic_degrade, modcrop
 
 __all__ = ["PatchSampler", "step_rng"]
 
@@ -59,9 +59,7 @@ class PatchSampler:
             if min(hr.shape[:2]) < patch * scale:
                 sampler.too_small.append(p.name)
                 continue
-            from ..resize import modcrop
-
-            hr = modcrop(hr, scale)
+            hr = modcrop(hr, scale)  # keep the HR that bicubic_degrade's LR belongs to
             sampler.images.append((bicubic_degrade(hr, scale), hr))
             sampler.names.append(p.name)
         where = ", ".join(str(f) for f in sampler.folders)

@@ -89,18 +89,17 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-@torch.no_grad()
-def evaluate_psnr(model: nn.Module, folder: str | os.PathLike, scale: int, device: str = "cpu") -> float:
-    """Set5-style PSNR-Y of a (deploy-form) model, whole images, float32."""
+def evaluate_psnr(model: nn.Module, folder: str | os.PathLike, scale: int) -> float:
+    """Set5-style PSNR-Y of a (deploy-form) model, whole images, float32, run on the CPU."""
+    import copy
+
     from ..benchmark.evaluate import evaluate_dataset, find_dataset
+    from ..runtime import TorchRunner
 
-    model.eval()
-
-    def predict(lr: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255.0).to(device)
-        return model(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-
-    res = evaluate_dataset(predict, find_dataset(folder, scale), scale)
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    runner = TorchRunner(model if on_cpu else copy.deepcopy(model).cpu())
+    res = evaluate_dataset(lambda lr: runner((lr.astype(np.float32) / 255.0)[None])[0],
+                           find_dataset(folder, scale), scale)
     if res.psnr_y is None:
         raise SrDeployError(f"no image of {folder} could be evaluated")
     return res.psnr_y
@@ -237,7 +236,7 @@ class Trainer:
             bar.set_postfix(loss=f"{ema:.4f}")
             done = self.step == end
             if cfg.eval_data and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                psnr = evaluate_psnr(self.deploy_model(), cfg.eval_data, cfg.scale, cfg.device)
+                psnr = evaluate_psnr(self.deploy_model(), cfg.eval_data, cfg.scale)
                 self.history.append({"step": self.step, "loss_ema": round(ema, 6), "set5_psnr_y": round(psnr, 4),
                                      "seconds": round(time.perf_counter() - t0, 1)})
                 bar.set_postfix(loss=f"{ema:.4f}", set5=f"{psnr:.3f}")
@@ -268,8 +267,7 @@ class Trainer:
             model.eval()
             entry = {"round": r, "mid": width, "params": sum(p.numel() for p in model.parameters())}
             if self.cfg.eval_data:
-                entry["set5_psnr_y"] = round(evaluate_psnr(model, self.cfg.eval_data, self.cfg.scale,
-                                                           self.cfg.device), 4)
+                entry["set5_psnr_y"] = round(evaluate_psnr(model, self.cfg.eval_data, self.cfg.scale), 4)
             log.append(entry)
             self.log(f"prune round {r}: mid {width}, {entry}")
         return model.cpu().eval(), log
