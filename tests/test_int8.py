@@ -14,6 +14,8 @@ from srdeploy.imaging import psnr_y, read_rgb, to_uint8
 from srdeploy.models import create_model
 from srdeploy.quantize.calibration import calibration_frames
 from srdeploy.quantize.int8 import convert_int8
+from srdeploy.quantize.ranges import (activation_samples, calibrate, parse_ranges, quantize_calibrated,
+                                      select_ranges, with_ranges)
 from srdeploy.runtime import TFLiteRunner
 
 from .conftest import run_cli
@@ -100,9 +102,77 @@ def test_broken_calibration_fails_the_bound(saved_model, broken, data_root, tmp_
     else:  # onnx2tf's default: (x - ImageNet mean) / ImageNet std
         frames = (frames - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
     path = tmp_path / "bad.tflite"
-    path.write_bytes(convert_int8(saved_model, frames))
+    path.write_bytes(convert_int8(saved_model, frames)[0])
     drop = _butterfly_psnr(data_root) - _butterfly_psnr(data_root, path)
     assert drop > MAX_DROP_DB, drop
+
+
+@pytest.fixture(scope="module")
+def calibrated(saved_model, data_root):
+    frames = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 8).frames
+    return calibrate(saved_model, frames), frames
+
+
+def _act_ranges(blob) -> dict[int, tuple[float, float]]:
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    tensors = fu.convert_bytearray_to_object(bytearray(blob)).subgraphs[0].tensors
+    return {i: (t.quantization.min[0], t.quantization.max[0]) for i, t in enumerate(tensors)
+            if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1}
+
+
+@pytest.mark.slow
+def test_two_step_minmax_is_the_converters_quantization(saved_model, calibrated):
+    """calibrate-only + mlir_quantize computes exactly what converter.convert() computes."""
+    import tensorflow as tf
+
+    blob, frames = calibrated
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([f[None]] for f in frames)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    one_step, two_step = TFLiteRunner(model_content=conv.convert()), TFLiteRunner(
+        model_content=quantize_calibrated(with_ranges(blob, "minmax", None), "float32"))
+    x = np.random.default_rng(1).random((1, *SIZE, 3), dtype=np.float32)
+    assert np.array_equal(one_step(x), two_step(x))
+
+
+@pytest.mark.slow
+def test_percentile_ranges_narrow_inner_tensors_only(calibrated):
+    blob, frames = calibrated
+    before = _act_ranges(blob)
+    after = _act_ranges(with_ranges(blob, "p99.9", activation_samples(blob, frames)))
+    narrowed = [i for i in before if after[i] != before[i]]
+    for i in before:
+        lo, hi = after[i]
+        assert before[i][0] <= lo <= 0.0 <= hi <= before[i][1]
+    assert len(narrowed) > len(before) // 2
+    # the graph input and the image-side tensors before the output keep their min/max
+    runner = TFLiteRunner(model_content=blob)
+    assert runner.input["index"] not in narrowed and runner.output["index"] not in narrowed
+    q = TFLiteRunner(model_content=quantize_calibrated(with_ranges(blob, "p99.9", activation_samples(blob, frames)),
+                                                       "float32"))
+    assert q(frames[:1]).shape == (1, 128, 128, 3)
+
+
+@pytest.mark.slow
+def test_auto_ranges_keep_the_candidate_closest_to_float(calibrated, data_root):
+    blob, frames = calibrated
+    held_out = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 2, seed=1).frames
+    _, choice = select_ranges(blob, frames, held_out, "auto", min_pixels=0, log=lambda m: None)
+    assert set(choice.fidelity_db) == {"minmax", "p99.999", "p99.99"}
+    assert choice.method == max(choice.fidelity_db, key=choice.fidelity_db.get)
+    # too few calibration pixels: percentiles are not tried
+    _, few = select_ranges(blob, frames, held_out, "auto", log=lambda m: None)
+    assert few.method == "minmax" and not few.fidelity_db and "min/max kept" in few.note
+
+
+@pytest.mark.parametrize("text", ["p100", "p50", "pX", "percentile", ""])
+def test_bad_ranges_rejected(text):
+    from srdeploy.errors import SrDeployError
+
+    with pytest.raises(SrDeployError, match="--ranges"):
+        parse_ranges(text)
 
 
 def test_calibration_frames_are_plain_rgb(data_root):
@@ -117,7 +187,7 @@ def test_calibration_frames_are_plain_rgb(data_root):
 def test_int16_activations_keep_float_io(saved_model, data_root, tmp_path):
     frames = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 2).frames
     path = tmp_path / "a16.tflite"
-    path.write_bytes(convert_int8(saved_model, frames, act="int16"))
+    path.write_bytes(convert_int8(saved_model, frames, act="int16")[0])
     ops, types = _tensor_types(path)
     assert "int16" in types and TFLiteRunner(path).io_dtypes == ("float32", "float32")
     assert _butterfly_psnr(data_root) - _butterfly_psnr(data_root, path) < 1.0
@@ -145,4 +215,18 @@ def test_bad_calibration_input(case, tmp_path, weights_root):
     assert expect[case] in lines[0]
     if case == "no_images":
         assert "1 non-image files skipped, 1 unreadable" in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--int8", "--calib", "CAL", "--ranges", "p200"], "--ranges must be"),
+    (["--ranges", "minmax"], "apply to --int8 exports"),
+    (["--int8", "--calib", "CAL", "--act", "int16", "--ranges", "p99.99"], "--act int16 uses min/max"),
+])
+def test_bad_ranges_cli(args, message, tmp_path, weights_root, data_root):
+    out = tmp_path / "out"
+    args = [str(data_root / "div2k" / "HR") if a == "CAL" else a for a in args]
+    proc = run_cli("srdeploy.export.cli", "--model", "imdn_rtc", "--size", "32x32", *args, "--out", str(out))
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
     assert not out.exists()

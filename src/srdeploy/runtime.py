@@ -80,17 +80,19 @@ class TFLiteRunner:
 
     kind = "tflite"
 
-    def __init__(self, path: str | Path, threads: int | None = None, use_xnnpack: bool = True) -> None:
+    def __init__(self, path: str | Path | None = None, threads: int | None = None, use_xnnpack: bool = True,
+                 model_content: bytes | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         kwargs = {"num_threads": threads} if threads else {}
         if not use_xnnpack:
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = Interpreter(model_path=str(path), **kwargs)
+            source = {"model_content": model_content} if model_content is not None else {"model_path": str(path)}
+            self.interpreter = Interpreter(**source, **kwargs)
             self.interpreter.allocate_tensors()
         except Exception as exc:
-            raise SrDeployError(f"cannot load TFLite model {path}: {str(exc).splitlines()[0]}") from exc
+            raise SrDeployError(f"cannot load TFLite model {path or '(in memory)'}: {str(exc).splitlines()[0]}") from exc
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 

@@ -57,6 +57,10 @@ def build_parser() -> OneLineParser:
                         "bytes; normalisation, clamp and rounding inside the graph; FP32 parity <= 1 grey level). "
                         "int8: INT8 artifact only (float artifacts keep float32)")
     p.add_argument("--act", choices=("int8", "int16"), default="int8", help="INT8 activations (int16 = 16x8 mode)")
+    p.add_argument("--ranges", default="auto", metavar="auto|minmax|pNN.NN",
+                   help="INT8 activation ranges: minmax (the converter's calibration), pNN.NN (clip each tail at "
+                        "that percentile, e.g. p99.99), or auto (default: min/max and p99.999/p99.99/p99.9 are each "
+                        "quantized and the one closest to the float model on 4 held-out crops of --calib is kept)")
     p.add_argument("--quality", action="store_true", help="PSNR-Y/SSIM-Y of every artifact on Set5/Set14 "
                    "(from SRDEPLOY_DATA); implied by --int8")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/NAME_xS_HxW/)")
@@ -136,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporter = Exporter(ExportConfig(
         model=args.model, scale=args.scale, weights=args.weights, random_weights=args.random_weights,
         size=args.size, fp16=args.fp16, out=args.out, parity=not args.no_parity, seed=args.seed,
-        int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act,
+        int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act, ranges=args.ranges,
         quality=args.quality,
         rewrites=tuple(r.strip() for r in args.rewrites.split(",") if r.strip() and r.strip() != "none")))
     try:

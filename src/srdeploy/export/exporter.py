@@ -57,6 +57,10 @@ def parse_size(text: str | None, spec: ModelSpec) -> tuple[int, int]:
     return h, w
 
 
+#: crops of the calibration folder (another seed) on which --ranges auto compares its candidates
+HELD_OUT_FRAMES = 4
+
+
 @dataclass
 class ExportConfig:
     model: str
@@ -76,6 +80,8 @@ class ExportConfig:
     calib_samples: int = 16
     io: str = "float32"
     act: str = "int8"
+    #: activation ranges: auto | minmax | pNN.NN (see srdeploy.quantize.ranges)
+    ranges: str = "auto"
     #: PSNR-Y/SSIM-Y of PyTorch and every TFLite artifact on Set5/Set14 (implied by int8)
     quality: bool = False
 
@@ -101,7 +107,7 @@ class Exporter:
         h, w = self.size
         default_out = Path("exports") / f"{self.spec.name}_x{self.scale}_{h}x{w}"
         self.out_dir = Path(cfg.out) if cfg.out else default_out
-        self.calibration = None
+        self.calibration = self.held_out = None
         if cfg.int8:
             from ..quantize.calibration import calibration_frames
 
@@ -111,9 +117,19 @@ class Exporter:
                 raise SrDeployError("--act must be int8 or int16")
             if cfg.act == "int16" and cfg.io != "float32":
                 raise SrDeployError("--act int16 keeps float32 I/O (the 16x8 mode has no DEPTH_TO_SPACE kernel)")
+            from ..quantize.ranges import parse_ranges
+
+            self.ranges = parse_ranges(cfg.ranges)
+            if cfg.act == "int16":
+                if self.ranges not in ("auto", "minmax"):
+                    raise SrDeployError("--act int16 uses min/max ranges; drop --ranges or use --ranges minmax")
+                self.ranges = "minmax"
             self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed)
-        elif cfg.calib or cfg.io == "int8" or cfg.act != "int8":
-            raise SrDeployError("--calib, --io int8 and --act apply to --int8 exports")
+            # --ranges auto judges candidates on other crops of the same folder (never evaluation images)
+            self.held_out = (calibration_frames(cfg.calib, self.scale, self.size, HELD_OUT_FRAMES, cfg.seed + 1)
+                             if self.ranges == "auto" else None)
+        elif cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto":
+            raise SrDeployError("--calib, --io int8, --act and --ranges apply to --int8 exports")
         if cfg.io not in ("float32", "uint8", "int8"):
             raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
         #: I/O of the ONNX/FP32/FP16 graphs (INT8 follows --io through its quantization parameters)
@@ -237,13 +253,15 @@ class Exporter:
                     export_onnx(self.model, float_onnx, self.size, tuple(cfg.rewrites))
                     convert_onnx2tf(float_onnx, work / "onnx2tf_float")
                     saved = work / "onnx2tf_float" / "saved_model"
-                int8_path.write_bytes(convert_int8(saved, self.calibration.frames, cfg.io, cfg.act))
+                blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
+                                         self.held_out.frames if self.held_out else None, cfg.seed, self.log)
+                int8_path.write_bytes(blob)
                 # INT8 is gated on the real image only: uniform noise lies outside the calibrated ranges
                 gate_inputs = inputs[:1]
                 self._install("int8", int8_path, "int8", "tflite",
                               self._gate("int8", "int8", TFLiteRunner(int8_path), gate_inputs),
                               quantization={"io": cfg.io, "activations": cfg.act, "weights": "int8 per-channel",
-                                            "calibration": self.calibration.describe()})
+                                            "calibration": self.calibration.describe(), **how})
                 self._stop_if_failed()
         if cfg.quality or cfg.int8:
             self.quality = self._quality_report()

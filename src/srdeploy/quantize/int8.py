@@ -11,6 +11,8 @@ frames given (``act="int16"``: the 16×8 mode, int16 activations and int8 weight
   rounding happen inside the model (the boundary QUANTIZE ops requantize to the calibrated
   internal scales).
 
+Activation ranges: the converter's min/max, a percentile, or ``auto`` (see :mod:`.ranges`).
+
 TFLite's 16×8 quantizer has no DEPTH_TO_SPACE kernel, so with ``act="int16"`` ops without a 16×8
 kernel fall back to float (builtin float ops allowed) and I/O stays float32.
 """
@@ -26,42 +28,46 @@ from ..errors import SrDeployError
 __all__ = ["convert_int8", "set_uint8_io_exact"]
 
 
-def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32", act: str = "int8") -> bytes:
+def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32", act: str = "int8",
+                 ranges: str = "minmax", held_out: np.ndarray | None = None, seed: int = 0,
+                 log=print) -> tuple[bytes, dict]:
+    """Return ``(tflite bytes, how it was quantized)``; *ranges* as in :mod:`.ranges`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
+
+    from .ranges import calibrate, parse_ranges, select_ranges
 
     if io not in ("float32", "uint8", "int8"):
         raise SrDeployError(f"--io must be float32, uint8 or int8, got {io!r}")
     if act not in ("int8", "int16"):
         raise SrDeployError(f"--act must be int8 or int16, got {act!r}")
+    ranges = parse_ranges(ranges)
     if act == "int16" and io != "float32":
         raise SrDeployError("--act int16 keeps float32 I/O (TFLite's 16x8 mode has no DEPTH_TO_SPACE kernel, "
                             "so the pixel shuffle runs in float); use --io float32")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-    def representative():
-        for f in frames:
-            yield [f[None].astype(np.float32)]
-
-    converter.representative_dataset = representative
-    if act == "int16":
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    else:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io != "float32":
-            converter.inference_input_type = tf.int8 if io == "int8" else tf.uint8
-            converter.inference_output_type = tf.int8 if io == "int8" else tf.uint8
+    if ranges == "auto" and held_out is None:
+        raise SrDeployError("--ranges auto needs held-out calibration crops")
     try:
-        blob = converter.convert()
+        if act == "int16":  # 16x8: the converter's own min/max (the MLIR quantizer has no 16x8 path)
+            if ranges not in ("minmax", "auto"):
+                raise SrDeployError("--act int16 uses min/max ranges; drop --ranges or use --ranges minmax")
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([f[None].astype(np.float32)] for f in frames)
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS]
+            return converter.convert(), {"ranges": {"method": "minmax"}}
+        blob, choice = select_ranges(calibrate(saved_model_dir, frames), frames, held_out, ranges, io, seed, log)
+    except SrDeployError:
+        raise
     except Exception as exc:  # converter errors are long MLIR dumps: keep the first line
         from ..export.formats import ExportFailed
 
         raise ExportFailed(f"INT8 conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
     if io == "uint8":
         blob = set_uint8_io_exact(blob)
-    return blob
+    return blob, {"ranges": choice.to_json()}
 
 
 def set_uint8_io_exact(blob: bytes) -> bytes:

@@ -1,0 +1,229 @@
+"""Activation ranges for INT8: the converter's min/max, or percentile ranges chosen on held-out crops.
+
+TensorFlow's converter calibrates with min/max: one outlier pixel in 16 frames of 720×480 widens a
+tensor's range and costs every other value resolution (measured: 4 calibration frames gave a
+*better* IMDN_RTC than 16 or 48, docs/RESULTS.md). Clipping the tails at a percentile trades a
+little error on rare values for a finer grid everywhere else. The converter has no percentile
+option, so we use its own two-step flow (the one TFLite's QuantizationDebugger is built on):
+``_experimental_calibrate_only`` gives a float model whose tensors carry the calibrated min/max,
+we rewrite those min/max, and the MLIR quantizer (``mlir_quantize``, what ``convert()`` calls
+next) builds the integer model from them — same-scale rules, per-channel weights and I/O
+handling stay the converter's. Written by hand because no library exposes range selection for
+TFLite's converter.
+
+``auto`` picks, among min/max and a few percentiles, the ranges whose INT8 model is closest to
+the float model (PSNR of the outputs, on the worst crop) on *held-out* crops of the calibration
+folder — never on evaluation images. Measured on IMDN_RTC x2 at 720×480 (docs/RESULTS.md):
+p99.9 clips too much (worse than min/max), so the candidates stop at p99.99.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import SrDeployError
+
+__all__ = ["PERCENTILES", "RangeChoice", "activation_samples", "calibrate", "parse_ranges", "quantize_calibrated",
+           "select_ranges", "with_ranges"]
+
+#: candidates of ``--ranges auto`` besides min/max (upper tail kept; the lower tail mirrored)
+PERCENTILES = (99.999, 99.99)
+#: memory the per-tensor statistics pass may hold for one frame (every intermediate tensor is kept)
+STATS_BUDGET_BYTES = 1_500_000_000
+SAMPLES_PER_FRAME = 100_000
+#: ``auto`` tries percentiles only when the calibration crops hold at least this many LR pixels:
+#: from fewer, the tails are guesses (16 crops of 64×64 = 65 k pixels chose p99.99 on held-out
+#: crops, yet it cut a saturated Set5 image to 29.6 dB in the parity gate); 16 frames of 720×480
+#: hold 5.5 M
+MIN_PIXELS_FOR_PERCENTILES = 1_000_000
+
+
+def parse_ranges(text: str) -> str:
+    """``auto``, ``minmax`` or ``pNN.NNN`` (a percentile in (50, 100))."""
+    if text in ("auto", "minmax"):
+        return text
+    if text.startswith("p"):
+        try:
+            p = float(text[1:])
+        except ValueError:
+            p = -1.0
+        if 50.0 < p < 100.0:
+            return f"p{p:g}"
+    raise SrDeployError(f"--ranges must be auto, minmax or pNN.NN (a percentile, e.g. p99.99), got {text!r}")
+
+
+def calibrate(saved_model_dir, frames: np.ndarray) -> bytes:
+    """The converter's calibration only: a float TFLite model whose activations carry min/max."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([f[None].astype(np.float32)] for f in frames)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True  # noqa: SLF001 — the documented debugger flow
+    return converter.convert()
+
+
+def quantize_calibrated(calibrated: bytes, io: str) -> bytes:
+    """What ``convert()`` does after calibrating: the MLIR quantizer, per-channel weights."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    dtype = {"float32": tf.float32, "uint8": tf.uint8, "int8": tf.int8}[io]
+    return tf_convert.mlir_quantize(calibrated, False, input_data_type=dtype, output_data_type=dtype)
+
+
+#: ops whose output is their input rearranged (same scale): the image-side range runs through them
+_SAME_SCALE_OPS = ("DEPTH_TO_SPACE", "RESHAPE", "TRANSPOSE", "SPACE_TO_DEPTH")
+
+
+def _image_tensors(model) -> set[int]:
+    """The graph input and output, and the tensors that feed the output through rearranging ops
+    (e.g. the conv before DEPTH_TO_SPACE): their ranges are the image's, and clipping them clips
+    pixels — a bright area of a test image that no calibration crop had would be cut off."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    sg = model.subgraphs[0]
+    keep = {int(i) for i in sg.inputs} | {int(i) for i in sg.outputs}
+    producer = {int(o): op for op in sg.operators for o in op.outputs}
+    frontier = [int(i) for i in sg.outputs]
+    while frontier:
+        op = producer.get(frontier.pop())
+        if op is None:
+            continue
+        code = model.operatorCodes[op.opcodeIndex]
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+        if name in _SAME_SCALE_OPS or name in ("QUANTIZE", "DEQUANTIZE"):
+            for i in op.inputs:
+                if int(i) >= 0 and int(i) not in keep:
+                    keep.add(int(i))
+                    frontier.append(int(i))
+    return keep
+
+
+def _stat_tensors(model) -> list[int]:
+    """Indices of the activation tensors that carry calibrated min/max and may be clipped
+    (the image-side ones excluded, see :func:`_image_tensors`)."""
+    sg = model.subgraphs[0]
+    image = _image_tensors(model)
+    return [i for i, t in enumerate(sg.tensors)
+            if i not in image and t.quantization is not None and t.quantization.min is not None
+            and len(t.quantization.min) == 1]
+
+
+def _stats_tile(model, frames: np.ndarray) -> tuple[int, int]:
+    """Largest crop (≤ the frame) whose intermediate tensors fit STATS_BUDGET_BYTES."""
+    sg = model.subgraphs[0]
+    h, w = frames.shape[1:3]
+    per_pixel = sum(int(np.prod(sg.tensors[i].shape)) for i in _stat_tensors(model)) * 4 / (h * w)
+    side_scale = min(1.0, float(np.sqrt(STATS_BUDGET_BYTES / max(per_pixel * h * w, 1.0))))
+    return max(16, int(h * side_scale) // 8 * 8), max(16, int(w * side_scale) // 8 * 8)
+
+
+def activation_samples(calibrated: bytes, frames: np.ndarray, seed: int = 0) -> dict[int, np.ndarray]:
+    """Run the calibrated float model on *frames* and keep a random sample of every activation.
+
+    Frames too large for the memory budget are cropped (the interpreter is resized to the crop)."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.convert_bytearray_to_object(bytearray(calibrated))
+    idx = _stat_tensors(model)
+    th, tw = _stats_tile(model, frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": that is what we do
+        it = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    inp = it.get_input_details()[0]["index"]
+    h, w = frames.shape[1:3]
+    if (th, tw) != (h, w):
+        try:
+            it.resize_tensor_input(inp, [1, th, tw, 3])
+        except Exception as exc:  # a fixed-shape op (e.g. a resize to a constant size)
+            raise SrDeployError(f"percentile ranges: the model cannot run on {th}x{tw} crops to fit memory "
+                                f"({str(exc).splitlines()[0][:120]}); use --ranges minmax") from None
+    it.allocate_tensors()
+    rng = np.random.default_rng(seed)
+    samples: dict[int, list[np.ndarray]] = {i: [] for i in idx}
+    for f in frames:
+        y0, x0 = int(rng.integers(h - th + 1)), int(rng.integers(w - tw + 1))
+        it.set_tensor(inp, np.ascontiguousarray(f[None, y0:y0 + th, x0:x0 + tw]).astype(np.float32))
+        it.invoke()
+        for i in idx:
+            v = it.get_tensor(i).ravel()
+            samples[i].append(v[rng.integers(0, v.size, min(v.size, SAMPLES_PER_FRAME))])
+    return {i: np.concatenate(s) for i, s in samples.items()}
+
+
+def with_ranges(calibrated: bytes, method: str, samples: dict[int, np.ndarray] | None) -> bytes:
+    """*calibrated* with its activation min/max replaced by the ranges of *method*.
+
+    ``minmax`` leaves the converter's own; ``pNN`` clips each tail at that percentile, never
+    beyond the calibrated min/max, always keeping 0 inside (the zero point must be exact)."""
+    if method == "minmax":
+        return calibrated
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    p = float(method[1:])
+    model = fu.convert_bytearray_to_object(bytearray(calibrated))
+    for i in _stat_tensors(model):
+        q = model.subgraphs[0].tensors[i].quantization
+        lo, hi = np.percentile(samples[i], [100.0 - p, p])
+        q.min = [float(min(max(lo, q.min[0]), 0.0))]
+        q.max = [float(max(min(hi, q.max[0]), 0.0))]
+    return bytes(fu.convert_object_to_bytearray(model))
+
+
+@dataclass
+class RangeChoice:
+    method: str
+    #: PSNR (dB) of each candidate's INT8 output against the float model on its worst held-out crop
+    fidelity_db: dict[str, float] = field(default_factory=dict)
+    held_out_frames: int = 0
+    note: str = ""
+
+    def to_json(self) -> dict:
+        out = {"method": self.method, "held_out_frames": self.held_out_frames,
+               "fidelity_db": {k: round(v, 3) for k, v in self.fidelity_db.items()}}
+        return {**out, "note": self.note} if self.note else out
+
+
+def _fidelity(int8_blob: bytes, reference: list[np.ndarray], frames: np.ndarray) -> float:
+    from ..runtime import TFLiteRunner
+
+    runner = TFLiteRunner(model_content=int8_blob)
+    mse = [np.mean((runner(f[None])[0] - r) ** 2) for f, r in zip(frames, reference)]
+    # the worst crop decides: clipping that helps on average can still cut off a rare bright area
+    return float(10 * np.log10(1.0 / max(max(mse), 1e-12)))
+
+
+def select_ranges(calibrated: bytes, frames: np.ndarray, held_out: np.ndarray, method: str,
+                  io: str = "float32", seed: int = 0, log=print,
+                  min_pixels: int = MIN_PIXELS_FOR_PERCENTILES) -> tuple[bytes, RangeChoice]:
+    """Quantize *calibrated* with the ranges of *method*; ``auto`` tries min/max and PERCENTILES and
+    keeps the one closest to the float model on *held_out* (float I/O for the comparison)."""
+    from ..runtime import TFLiteRunner
+
+    pixels = int(frames.shape[0] * frames.shape[1] * frames.shape[2])
+    if method == "auto" and pixels < min_pixels:
+        log(f"  ranges: min/max ({pixels} calibration pixels < {min_pixels}: too few to estimate percentiles)")
+        choice = RangeChoice("minmax", note=f"auto: {pixels} calibration pixels < {min_pixels}, min/max kept")
+        return quantize_calibrated(calibrated, io), choice
+    if method != "auto":
+        samples = activation_samples(calibrated, frames, seed) if method != "minmax" else None
+        return quantize_calibrated(with_ranges(calibrated, method, samples), io), RangeChoice(method)
+    reference_runner = TFLiteRunner(model_content=calibrated)
+    reference = [reference_runner(f[None])[0] for f in held_out]
+    samples = activation_samples(calibrated, frames, seed)
+    choice = RangeChoice("minmax", held_out_frames=len(held_out))
+    for cand in ("minmax",) + tuple(f"p{p:g}" for p in PERCENTILES):
+        choice.fidelity_db[cand] = _fidelity(quantize_calibrated(with_ranges(calibrated, cand, samples), "float32"),
+                                             reference, held_out)
+        log(f"  ranges {cand:>8}: INT8 vs float, worst of {len(held_out)} held-out crops {choice.fidelity_db[cand]:.2f} dB")
+    choice.method = max(choice.fidelity_db, key=choice.fidelity_db.get)
+    return quantize_calibrated(with_ranges(calibrated, choice.method, samples), io), choice
