@@ -59,8 +59,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--act", choices=("int8", "int16"), default="int8", help="INT8 activations (int16 = 16x8 mode)")
     p.add_argument("--ranges", default="auto", metavar="auto|minmax|pNN.NN",
                    help="INT8 activation ranges: minmax (the converter's calibration), pNN.NN (clip each tail at "
-                        "that percentile, e.g. p99.99), or auto (default: min/max and p99.999/p99.99/p99.9 are each "
-                        "quantized and the one closest to the float model on 4 held-out crops of --calib is kept)")
+                        "that percentile, e.g. p99.99), or auto (default: min/max, p99.999 and p99.99 are each "
+                        "quantized and the one closest to the float model on the worst of 4 held-out crops of "
+                        "--calib is kept; min/max when the crops hold under 1 M pixels)")
     p.add_argument("--quality", action="store_true", help="PSNR-Y/SSIM-Y of every artifact on Set5/Set14 "
                    "(from SRDEPLOY_DATA); implied by --int8")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/NAME_xS_HxW/)")
