@@ -181,6 +181,11 @@ def test_calibration_frames_are_plain_rgb(data_root):
     assert 0.0 <= cal.frames.min() and cal.frames.max() <= 1.0 and 0.15 < cal.frames.mean() < 0.85
     again = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 6, seed=3)
     assert np.array_equal(cal.frames, again.frames)  # deterministic with --seed
+    # held-out crops come from the same read of the folder, drawn as a separate call with seed + 1 would
+    with_held_out = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 6, seed=3, held_out=2)
+    assert np.array_equal(with_held_out.frames, cal.frames) and cal.held_out is None
+    seed4 = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 2, seed=4).frames
+    assert np.array_equal(with_held_out.held_out, seed4) and not np.array_equal(seed4, cal.frames[:2])
 
 
 @pytest.mark.slow

@@ -107,27 +107,17 @@ class Exporter:
         h, w = self.size
         default_out = Path("exports") / f"{self.spec.name}_x{self.scale}_{h}x{w}"
         self.out_dir = Path(cfg.out) if cfg.out else default_out
-        self.calibration = self.held_out = None
+        self.calibration = None
         if cfg.int8:
             from ..quantize.calibration import calibration_frames
+            from ..quantize.int8 import check_int8_options
 
             if not cfg.calib:
                 raise SrDeployError("--int8 needs --calib DIR (a folder of HR images, e.g. DIV2K HR)")
-            if cfg.act not in ("int8", "int16"):
-                raise SrDeployError("--act must be int8 or int16")
-            if cfg.act == "int16" and cfg.io != "float32":
-                raise SrDeployError("--act int16 keeps float32 I/O (the 16x8 mode has no DEPTH_TO_SPACE kernel)")
-            from ..quantize.ranges import parse_ranges
-
-            self.ranges = parse_ranges(cfg.ranges)
-            if cfg.act == "int16":
-                if self.ranges not in ("auto", "minmax"):
-                    raise SrDeployError("--act int16 uses min/max ranges; drop --ranges or use --ranges minmax")
-                self.ranges = "minmax"
-            self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed)
+            self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges)
             # --ranges auto judges candidates on other crops of the same folder (never evaluation images)
-            self.held_out = (calibration_frames(cfg.calib, self.scale, self.size, HELD_OUT_FRAMES, cfg.seed + 1)
-                             if self.ranges == "auto" else None)
+            self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed,
+                                                  held_out=HELD_OUT_FRAMES if self.ranges == "auto" else 0)
         elif cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto":
             raise SrDeployError("--calib, --io int8, --act and --ranges apply to --int8 exports")
         if cfg.io not in ("float32", "uint8", "int8"):
@@ -254,7 +244,7 @@ class Exporter:
                     convert_onnx2tf(float_onnx, work / "onnx2tf_float")
                     saved = work / "onnx2tf_float" / "saved_model"
                 blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
-                                         self.held_out.frames if self.held_out else None, cfg.seed, self.log)
+                                         self.calibration.held_out, cfg.seed, self.log)
                 int8_path.write_bytes(blob)
                 # INT8 is gated on the real image only: uniform noise lies outside the calibrated ranges
                 gate_inputs = inputs[:1]

@@ -4,7 +4,8 @@ HR images (DIV2K by default) are downscaled by the model's scale with the MATLAB
 bicubic — the degradation the networks were trained on — and random crops of the export input
 size are taken (deterministic with ``seed``). A downscaled image smaller than the crop is
 mirror-padded up to it. Values are plain RGB in [0, 1]: no mean/std normalisation (onnx2tf's
-calibration defaults to ImageNet mean/std, which is wrong for SR inputs).
+calibration defaults to ImageNet mean/std, which is wrong for SR inputs). ``held_out`` more crops
+(seed + 1) of the same images serve to judge quantization choices without evaluation images.
 """
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ __all__ = ["CalibrationSet", "calibration_frames"]
 
 
 class CalibrationSet:
-    def __init__(self, frames: np.ndarray, files: list[str], skipped: list[str], unreadable: list[str]) -> None:
+    def __init__(self, frames: np.ndarray, files: list[str], skipped: list[str], unreadable: list[str],
+                 held_out: np.ndarray | None = None) -> None:
         self.frames, self.files, self.skipped, self.unreadable = frames, files, skipped, unreadable
+        #: other crops of the same images (seed + 1), for judging choices without evaluation images
+        self.held_out = held_out
 
     def describe(self) -> dict:
         return {"frames": int(self.frames.shape[0]), "crop": list(self.frames.shape[1:3]), "images": self.files,
@@ -30,7 +34,7 @@ class CalibrationSet:
 
 
 def calibration_frames(folder: str | Path, scale: int, size: tuple[int, int], n: int = 16, seed: int = 0,
-                       progress: bool = False) -> CalibrationSet:
+                       progress: bool = False, held_out: int = 0) -> CalibrationSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise SrDeployError(f"calibration folder not found: {folder}")
@@ -59,8 +63,12 @@ def calibration_frames(folder: str | Path, scale: int, size: tuple[int, int], n:
     if not lrs:
         raise SrDeployError(f"no readable images in {folder} ({len(skipped)} non-image files skipped, "
                             f"{len(unreadable)} unreadable)")
-    rng = np.random.default_rng(seed)
-    frames = np.empty((n, h, w, 3), np.float32)
-    for i in range(n):
-        frames[i] = random_crop(lrs[i % len(lrs)], h, w, rng).astype(np.float32) / 255.0
-    return CalibrationSet(frames, names, skipped, unreadable)
+
+    def crops(count: int, crop_seed: int) -> np.ndarray:
+        rng = np.random.default_rng(crop_seed)
+        out = np.empty((count, h, w, 3), np.float32)
+        for i in range(count):
+            out[i] = random_crop(lrs[i % len(lrs)], h, w, rng).astype(np.float32) / 255.0
+        return out
+
+    return CalibrationSet(crops(n, seed), names, skipped, unreadable, crops(held_out, seed + 1) if held_out else None)

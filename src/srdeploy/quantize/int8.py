@@ -25,7 +25,26 @@ import numpy as np
 
 from ..errors import SrDeployError
 
-__all__ = ["convert_int8", "set_uint8_io_exact"]
+__all__ = ["check_int8_options", "convert_int8", "set_uint8_io_exact"]
+
+
+def check_int8_options(io: str, act: str, ranges: str) -> str:
+    """Validate the INT8 options (before anything is written); return the ranges to use."""
+    from .ranges import parse_ranges
+
+    if io not in ("float32", "uint8", "int8"):
+        raise SrDeployError(f"--io must be float32, uint8 or int8, got {io!r}")
+    if act not in ("int8", "int16"):
+        raise SrDeployError(f"--act must be int8 or int16, got {act!r}")
+    ranges = parse_ranges(ranges)
+    if act == "int16":  # 16x8: the converter's own min/max (the MLIR quantizer has no 16x8 path)
+        if io != "float32":
+            raise SrDeployError("--act int16 keeps float32 I/O (TFLite's 16x8 mode has no DEPTH_TO_SPACE kernel, "
+                                "so the pixel shuffle runs in float); use --io float32")
+        if ranges not in ("minmax", "auto"):
+            raise SrDeployError("--act int16 uses min/max ranges; drop --ranges or use --ranges minmax")
+        return "minmax"
+    return ranges
 
 
 def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32", act: str = "int8",
@@ -35,28 +54,16 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    from .ranges import calibrate, parse_ranges, select_ranges
+    from .ranges import calibrate, converter_for, select_ranges
 
-    if io not in ("float32", "uint8", "int8"):
-        raise SrDeployError(f"--io must be float32, uint8 or int8, got {io!r}")
-    if act not in ("int8", "int16"):
-        raise SrDeployError(f"--act must be int8 or int16, got {act!r}")
-    ranges = parse_ranges(ranges)
-    if act == "int16" and io != "float32":
-        raise SrDeployError("--act int16 keeps float32 I/O (TFLite's 16x8 mode has no DEPTH_TO_SPACE kernel, "
-                            "so the pixel shuffle runs in float); use --io float32")
+    ranges = check_int8_options(io, act, ranges)
     if ranges == "auto" and held_out is None:
         raise SrDeployError("--ranges auto needs held-out calibration crops")
     try:
-        if act == "int16":  # 16x8: the converter's own min/max (the MLIR quantizer has no 16x8 path)
-            if ranges not in ("minmax", "auto"):
-                raise SrDeployError("--act int16 uses min/max ranges; drop --ranges or use --ranges minmax")
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([f[None].astype(np.float32)] for f in frames)
-            converter.target_spec.supported_ops = [
+        if act == "int16":
+            converter = converter_for(saved_model_dir, frames, [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-                tf.lite.OpsSet.TFLITE_BUILTINS]
+                tf.lite.OpsSet.TFLITE_BUILTINS])
             return converter.convert(), {"ranges": {"method": "minmax"}}
         blob, choice = select_ranges(calibrate(saved_model_dir, frames), frames, held_out, ranges, io, seed, log)
     except SrDeployError:

@@ -54,15 +54,23 @@ def parse_ranges(text: str) -> str:
     raise SrDeployError(f"--ranges must be auto, minmax or pNN.NN (a percentile, e.g. p99.99), got {text!r}")
 
 
-def calibrate(saved_model_dir, frames: np.ndarray) -> bytes:
-    """The converter's calibration only: a float TFLite model whose activations carry min/max."""
+def converter_for(saved_model_dir, frames: np.ndarray, supported_ops):
+    """TensorFlow's converter for post-training integer quantization calibrated on *frames*."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([f[None].astype(np.float32)] for f in frames)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.target_spec.supported_ops = supported_ops
+    return converter
+
+
+def calibrate(saved_model_dir, frames: np.ndarray) -> bytes:
+    """The converter's calibration only: a float TFLite model whose activations carry min/max."""
+    import tensorflow as tf
+
+    converter = converter_for(saved_model_dir, frames, [tf.lite.OpsSet.TFLITE_BUILTINS_INT8])
     converter._experimental_calibrate_only = True  # noqa: SLF001 — the documented debugger flow
     return converter.convert()
 
@@ -119,8 +127,8 @@ def _stats_tile(model, frames: np.ndarray) -> tuple[int, int]:
     """Largest crop (≤ the frame) whose intermediate tensors fit STATS_BUDGET_BYTES."""
     sg = model.subgraphs[0]
     h, w = frames.shape[1:3]
-    per_pixel = sum(int(np.prod(sg.tensors[i].shape)) for i in _stat_tensors(model)) * 4 / (h * w)
-    side_scale = min(1.0, float(np.sqrt(STATS_BUDGET_BYTES / max(per_pixel * h * w, 1.0))))
+    frame_bytes = 4 * sum(int(np.prod(sg.tensors[i].shape)) for i in _stat_tensors(model))
+    side_scale = min(1.0, float(np.sqrt(STATS_BUDGET_BYTES / max(frame_bytes, 1))))
     return max(16, int(h * side_scale) // 8 * 8), max(16, int(w * side_scale) // 8 * 8)
 
 
@@ -221,9 +229,12 @@ def select_ranges(calibrated: bytes, frames: np.ndarray, held_out: np.ndarray, m
     reference = [reference_runner(f[None])[0] for f in held_out]
     samples = activation_samples(calibrated, frames, seed)
     choice = RangeChoice("minmax", held_out_frames=len(held_out))
+    float_io: dict[str, bytes] = {}  # each candidate quantized with float I/O for the comparison
     for cand in ("minmax",) + tuple(f"p{p:g}" for p in PERCENTILES):
-        choice.fidelity_db[cand] = _fidelity(quantize_calibrated(with_ranges(calibrated, cand, samples), "float32"),
-                                             reference, held_out)
+        float_io[cand] = quantize_calibrated(with_ranges(calibrated, cand, samples), "float32")
+        choice.fidelity_db[cand] = _fidelity(float_io[cand], reference, held_out)
         log(f"  ranges {cand:>8}: INT8 vs float, worst of {len(held_out)} held-out crops {choice.fidelity_db[cand]:.2f} dB")
     choice.method = max(choice.fidelity_db, key=choice.fidelity_db.get)
+    if io == "float32":
+        return float_io[choice.method], choice
     return quantize_calibrated(with_ranges(calibrated, choice.method, samples), io), choice
