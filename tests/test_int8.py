@@ -46,7 +46,8 @@ def int8_exports(tmp_path_factory, weights_root, data_root):
     for io in ("float32", "uint8", "int8"):
         d = tmp_path_factory.mktemp(f"int8_{io}")
         Exporter(ExportConfig(model="imdn_rtc", size="64x64", int8=True, calib=str(data_root / "div2k" / "HR"),
-                              calib_samples=4, io=io, out=str(d)), log=lambda m: None).run()
+                              calib_samples=4, io=io, out=str(d), qat_steps=20 if io == "float32" else 0),
+                 log=lambda m: None).run()
         out[io] = d
     return out
 
@@ -83,6 +84,8 @@ def test_quality_report_in_manifest(int8_exports):
         assert abs(ds["fp32_tflite"]["drop_db"]) < 0.01 and ds["int8_tflite"]["drop_db"] > 0
     art = {a["file"]: a for a in m["artifacts"]}["model_int8.tflite"]
     assert art["quantization"]["calibration"]["frames"] == 4 and art["parity"]["status"] == "passed"
+    qat = art["quantization"]["qat"]  # this export asked for 20 QAT steps: how they went is recorded
+    assert qat["steps"] == 20 and qat["kept"] == (qat["fidelity_db_after"] > qat["fidelity_db_before"])
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +230,9 @@ def test_bad_calibration_input(case, tmp_path, weights_root):
     (["--int8", "--calib", "CAL", "--ranges", "p200"], "--ranges must be"),
     (["--ranges", "minmax"], "apply to --int8 exports"),
     (["--int8", "--calib", "CAL", "--act", "int16", "--ranges", "p99.99"], "--act int16 uses min/max"),
+    (["--qat-steps", "10"], "apply to --int8 exports"),
+    (["--int8", "--calib", "CAL", "--qat-steps", "-1"], "--qat-steps must be >= 0"),
+    (["--int8", "--calib", "CAL", "--act", "int16", "--qat-steps", "10"], "does not apply to --act int16"),
 ])
 def test_bad_ranges_cli(args, message, tmp_path, weights_root, data_root):
     out = tmp_path / "out"
@@ -235,3 +241,89 @@ def test_bad_ranges_cli(args, message, tmp_path, weights_root, data_root):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
     assert not out.exists()
+
+
+# -- quantization-aware fine-tuning (srdeploy.quantize.qat) -------------------------------------------
+
+def _psnr(a, b) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def qat_graph(calibrated):
+    from srdeploy.quantize.qat import TFLiteGraph
+
+    blob, frames = calibrated
+    q = quantize_calibrated(blob, "float32")
+    return TFLiteGraph(blob, q), blob, q, frames
+
+
+def _sim(graph, frames, quant):
+    import torch
+
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        return graph(x, quant=quant).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.slow
+def test_qat_simulation_is_the_converters_int8_model(qat_graph):
+    graph, blob, q, frames = qat_graph
+    x = frames[:2]
+    float_tfl = np.concatenate([TFLiteRunner(model_content=blob)(f[None]) for f in x])
+    int8_tfl = np.concatenate([TFLiteRunner(model_content=q)(f[None]) for f in x])
+    # without fake quantization the simulation is the float TFLite graph
+    assert np.abs(_sim(graph, x, False) - float_tfl).max() < 1e-5
+    # with it, it is as far from float as TFLite's integer model (rounding ties differ, the scheme does not)
+    sim_q = _sim(graph, x, True)
+    assert _psnr(sim_q, float_tfl) < 55  # quantization really is simulated
+    assert abs(_psnr(sim_q, float_tfl) - _psnr(int8_tfl, float_tfl)) < 0.5
+    assert _psnr(sim_q, int8_tfl) > _psnr(int8_tfl, float_tfl) - 3
+
+
+@pytest.mark.slow
+def test_qat_write_back_gives_the_converter_the_learned_scales(qat_graph):
+    import copy
+
+    import torch
+
+    from srdeploy.quantize.qat import TFLiteGraph
+
+    graph, blob, q, frames = qat_graph
+    # untouched weights: the written-back graph quantizes to exactly the same model
+    same = quantize_calibrated(graph.calibrated_with_weights(), "float32")
+    assert np.array_equal(TFLiteRunner(model_content=same)(frames[:1]), TFLiteRunner(model_content=q)(frames[:1]))
+    # moved ranges: the converter derives exactly the learned (scale, zero point) of every tensor
+    g = copy.deepcopy(graph)
+    g.learn_ranges = True
+    with torch.no_grad():
+        for k, p in g.range_scale.items():
+            p.mul_(0.8 + 0.4 * (hash(k) % 7) / 7)
+        for p in g.range_zero.values():
+            p.add_(3.3)
+    assert g.group_of  # there are learnable groups
+    cal2 = g.calibrated_with_weights()
+    g2 = TFLiteGraph(cal2, quantize_calibrated(cal2, "float32"))
+    learned = g.learned_qparams()
+    assert learned != graph.qparams
+    for i, (s, z) in learned.items():
+        assert g2.qparams[i][1] == z and g2.qparams[i][0] == pytest.approx(s, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_qat_brings_int8_closer_to_float_on_held_out_crops(qat_graph, data_root):
+    import copy
+
+    from srdeploy.quantize.qat import finetune
+    from srdeploy.quantize.ranges import worst_crop_psnr
+
+    graph, blob, q, frames = qat_graph
+    cal = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 1, seed=7, held_out=3)
+    g = copy.deepcopy(graph)
+    res = finetune(g, cal.images, 40, lr=3e-4, range_lr=3e-4, patch=48, batch=4, seed=0, log=lambda m: None)
+    assert res.loss_last < res.loss_first
+    runner = TFLiteRunner(model_content=blob)
+    reference = [runner(f[None])[0] for f in cal.held_out]
+    before = worst_crop_psnr(q, reference, cal.held_out)
+    after = worst_crop_psnr(quantize_calibrated(g.calibrated_with_weights(), "float32"), reference, cal.held_out)
+    assert after > before + 0.2, (before, after)

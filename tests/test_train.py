@@ -232,3 +232,31 @@ def test_fine_tune_starts_from_deploy_weights(hr_folder, tmp_path):
     with torch.no_grad():
         second.student.eval()
         assert (second.student(x) - first.deploy_model()(x)).abs().max() < 1e-5
+
+
+def test_distillation_only_inputs_never_reach_the_hr_loss(hr_folder, tmp_path, weights_root):
+    """--distill-data images join each batch as teacher-only inputs: the HR part of the batch is the
+    one a run without them draws, and the HR loss is computed on that part only."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for i in range(2):
+        write_image(extra / f"photo{i}.jpg", synthetic_image(80, 80, seed=20 + i))
+    plain = Trainer(_cfg(hr_folder, teacher="imdn", batch=4))
+    mixed = Trainer(_cfg(hr_folder, teacher="imdn", batch=4, distill_data=[str(extra)], distill_frac=0.5))
+    assert mixed.split_batch() == (2, 2) and plain.split_batch() == (4, 0)
+    seen = {}
+    real_loss = mixed.loss
+
+    def spy(model, lr, hr, with_features=True):
+        seen["lr"], seen["hr"] = lr, hr
+        return real_loss(model, lr, hr, with_features)
+
+    mixed.loss = spy
+    rec = mixed.train_step(mixed.student, mixed.opt, 0, 10)
+    assert seen["lr"].shape[0] == 4 and seen["hr"].shape[0] == 2
+    lr_hr, hr_hr = plain.sampler.batch(2, step_rng(0, 0))
+    assert torch.equal(seen["lr"][:2], lr_hr) and torch.equal(seen["hr"], hr_hr)
+    assert not torch.equal(seen["lr"][2:], lr_hr)  # the extra half really comes from the other folder
+    assert {"hr", "out", "feat"} <= set(rec)
+    with pytest.raises(Exception, match="needs a teacher"):
+        TrainConfig(model="dipnet_lite", data=[str(hr_folder)], teacher=None, distill_data=[str(extra)])

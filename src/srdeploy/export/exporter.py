@@ -82,6 +82,8 @@ class ExportConfig:
     act: str = "int8"
     #: activation ranges: auto | minmax | pNN.NN (see srdeploy.quantize.ranges)
     ranges: str = "auto"
+    #: quantization-aware fine-tuning steps before the INT8 conversion (0: post-training only)
+    qat_steps: int = 0
     #: PSNR-Y/SSIM-Y of PyTorch and every TFLite artifact on Set5/Set14 (implied by int8)
     quality: bool = False
 
@@ -114,12 +116,13 @@ class Exporter:
 
             if not cfg.calib:
                 raise SrDeployError("--int8 needs --calib DIR (a folder of HR images, e.g. DIV2K HR)")
-            self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges)
-            # --ranges auto judges candidates on other crops of the same folder (never evaluation images)
+            self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges, cfg.qat_steps)
+            # --ranges auto and QAT are judged on other crops of the same folder (never evaluation images)
+            judged = self.ranges == "auto" or cfg.qat_steps > 0
             self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed,
-                                                  held_out=HELD_OUT_FRAMES if self.ranges == "auto" else 0)
-        elif cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto":
-            raise SrDeployError("--calib, --io int8, --act and --ranges apply to --int8 exports")
+                                                  held_out=HELD_OUT_FRAMES if judged else 0)
+        elif cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto" or cfg.qat_steps:
+            raise SrDeployError("--calib, --io int8, --act, --ranges and --qat-steps apply to --int8 exports")
         if cfg.io not in ("float32", "uint8", "int8"):
             raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
         #: I/O of the ONNX/FP32/FP16 graphs (INT8 follows --io through its quantization parameters)
@@ -244,7 +247,8 @@ class Exporter:
                     convert_onnx2tf(float_onnx, work / "onnx2tf_float")
                     saved = work / "onnx2tf_float" / "saved_model"
                 blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
-                                         self.calibration.held_out, cfg.seed, self.log)
+                                         self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
+                                         qat_images=self.calibration.images, progress=sys.stderr.isatty())
                 int8_path.write_bytes(blob)
                 # INT8 is gated on the real image only: uniform noise lies outside the calibrated ranges
                 gate_inputs = inputs[:1]

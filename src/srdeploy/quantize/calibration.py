@@ -23,10 +23,12 @@ __all__ = ["CalibrationSet", "calibration_frames"]
 
 class CalibrationSet:
     def __init__(self, frames: np.ndarray, files: list[str], skipped: list[str], unreadable: list[str],
-                 held_out: np.ndarray | None = None) -> None:
+                 held_out: np.ndarray | None = None, images: list[np.ndarray] | None = None) -> None:
         self.frames, self.files, self.skipped, self.unreadable = frames, files, skipped, unreadable
         #: other crops of the same images (seed + 1), for judging choices without evaluation images
         self.held_out = held_out
+        #: the whole downscaled (LR, uint8) images the crops come from: QAT's training patches
+        self.images = images or []
 
     def describe(self) -> dict:
         return {"frames": int(self.frames.shape[0]), "crop": list(self.frames.shape[1:3]), "images": self.files,
@@ -71,4 +73,5 @@ def calibration_frames(folder: str | Path, scale: int, size: tuple[int, int], n:
             out[i] = random_crop(lrs[i % len(lrs)], h, w, rng).astype(np.float32) / 255.0
         return out
 
-    return CalibrationSet(crops(n, seed), names, skipped, unreadable, crops(held_out, seed + 1) if held_out else None)
+    return CalibrationSet(crops(n, seed), names, skipped, unreadable, crops(held_out, seed + 1) if held_out else None,
+                          images=lrs)

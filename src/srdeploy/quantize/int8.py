@@ -12,6 +12,7 @@ frames given (``act="int16"``: the 16×8 mode, int16 activations and int8 weight
   internal scales).
 
 Activation ranges: the converter's min/max, a percentile, or ``auto`` (see :mod:`.ranges`).
+Optionally quantization-aware fine-tuning against the converter's own scheme (:mod:`.qat`).
 
 TFLite's 16×8 quantizer has no DEPTH_TO_SPACE kernel, so with ``act="int16"`` ops without a 16×8
 kernel fall back to float (builtin float ops allowed) and I/O stays float32.
@@ -28,9 +29,14 @@ from ..errors import SrDeployError
 __all__ = ["check_int8_options", "convert_int8", "set_uint8_io_exact"]
 
 
-def check_int8_options(io: str, act: str, ranges: str) -> str:
+def check_int8_options(io: str, act: str, ranges: str, qat_steps: int = 0) -> str:
     """Validate the INT8 options (before anything is written); return the ranges to use."""
     from .ranges import parse_ranges
+
+    if qat_steps < 0:
+        raise SrDeployError(f"--qat-steps must be >= 0, got {qat_steps}")
+    if qat_steps and act != "int8":
+        raise SrDeployError("--qat-steps simulates int8 activations; it does not apply to --act int16")
 
     if io not in ("float32", "uint8", "int8"):
         raise SrDeployError(f"--io must be float32, uint8 or int8, got {io!r}")
@@ -49,14 +55,17 @@ def check_int8_options(io: str, act: str, ranges: str) -> str:
 
 def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32", act: str = "int8",
                  ranges: str = "minmax", held_out: np.ndarray | None = None, seed: int = 0,
-                 log=print) -> tuple[bytes, dict]:
-    """Return ``(tflite bytes, how it was quantized)``; *ranges* as in :mod:`.ranges`."""
+                 log=print, qat_steps: int = 0, qat_images: list[np.ndarray] | None = None,
+                 progress: bool = False) -> tuple[bytes, dict]:
+    """Return ``(tflite bytes, how it was quantized)``; *ranges* as in :mod:`.ranges`; with
+    ``qat_steps`` the weights (and ranges) are fine-tuned first (:mod:`.qat`) on patches of
+    *qat_images*, and judged on *held_out* against the plain post-training model."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     from .ranges import calibrate, converter_for, select_ranges
 
-    ranges = check_int8_options(io, act, ranges)
+    ranges = check_int8_options(io, act, ranges, qat_steps)
     if ranges == "auto" and held_out is None:
         raise SrDeployError("--ranges auto needs held-out calibration crops")
     try:
@@ -65,7 +74,12 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
                 tf.lite.OpsSet.TFLITE_BUILTINS])
             return converter.convert(), {"ranges": {"method": "minmax"}}
-        blob, choice = select_ranges(calibrate(saved_model_dir, frames), frames, held_out, ranges, io, seed, log)
+        calibrated = calibrate(saved_model_dir, frames)
+        blob, choice = select_ranges(calibrated, frames, held_out, ranges, io, seed, log)
+        how = {"ranges": choice.to_json()}
+        if qat_steps:
+            blob, how["qat"] = _quantization_aware(calibrated, choice.calibrated, blob, io, qat_steps, qat_images,
+                                                   held_out if held_out is not None else frames, seed, progress, log)
     except SrDeployError:
         raise
     except Exception as exc:  # converter errors are long MLIR dumps: keep the first line
@@ -74,7 +88,33 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
         raise ExportFailed(f"INT8 conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
     if io == "uint8":
         blob = set_uint8_io_exact(blob)
-    return blob, {"ranges": choice.to_json()}
+    return blob, how
+
+
+def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: str, steps: int,
+                        images: list[np.ndarray] | None, judge: np.ndarray, seed: int, progress: bool,
+                        log) -> tuple[bytes, dict]:
+    """QAT from the chosen ranges; keep it only if it is closer to the float model than PTQ on the
+    worst *judge* crop (held-out crops when there are any), else keep the PTQ model and say so."""
+    from .qat import TFLiteGraph, finetune
+    from .ranges import quantize_calibrated, worst_crop_psnr
+    from ..runtime import TFLiteRunner
+
+    if not images:
+        raise SrDeployError("--qat-steps needs the calibration images")
+    graph = TFLiteGraph(chosen, quantize_calibrated(chosen, "float32"))
+    result = finetune(graph, images, steps, seed=seed, progress=progress, log=log)
+    tuned = graph.calibrated_with_weights()
+    reference_runner = TFLiteRunner(model_content=calibrated)
+    reference = [reference_runner(f[None])[0] for f in judge]
+    before = worst_crop_psnr(quantize_calibrated(chosen, "float32"), reference, judge)
+    after = worst_crop_psnr(quantize_calibrated(tuned, "float32"), reference, judge)
+    kept = after > before
+    log(f"  QAT: INT8 vs float on the worst of {len(judge)} held-out crops {before:.2f} -> {after:.2f} dB"
+        + ("" if kept else " (worse: the post-training model is kept)"))
+    report = {**result.to_json(), "learned_ranges": True, "fidelity_db_before": round(before, 3),
+              "fidelity_db_after": round(after, 3), "kept": kept}
+    return (quantize_calibrated(tuned, io) if kept else ptq_blob), report
 
 
 def set_uint8_io_exact(blob: bytes) -> bytes:

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..errors import SrDeployError
 
-__all__ = ["PERCENTILES", "RangeChoice", "activation_samples", "calibrate", "parse_ranges", "quantize_calibrated",
+__all__ = ["PERCENTILES", "RangeChoice", "activation_samples", "calibrate", "parse_ranges", "worst_crop_psnr",
+           "quantize_calibrated",
            "select_ranges", "with_ranges"]
 
 #: candidates of ``--ranges auto`` besides min/max (upper tail kept; the lower tail mirrored)
@@ -194,6 +195,8 @@ class RangeChoice:
     fidelity_db: dict[str, float] = field(default_factory=dict)
     held_out_frames: int = 0
     note: str = ""
+    #: the calibrated float model with the chosen ranges written in (what QAT starts from)
+    calibrated: bytes | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         out = {"method": self.method, "held_out_frames": self.held_out_frames,
@@ -201,7 +204,7 @@ class RangeChoice:
         return {**out, "note": self.note} if self.note else out
 
 
-def _fidelity(int8_blob: bytes, reference: list[np.ndarray], frames: np.ndarray) -> float:
+def worst_crop_psnr(int8_blob: bytes, reference: list[np.ndarray], frames: np.ndarray) -> float:
     from ..runtime import TFLiteRunner
 
     runner = TFLiteRunner(model_content=int8_blob)
@@ -220,11 +223,13 @@ def select_ranges(calibrated: bytes, frames: np.ndarray, held_out: np.ndarray, m
     pixels = int(frames.shape[0] * frames.shape[1] * frames.shape[2])
     if method == "auto" and pixels < min_pixels:
         log(f"  ranges: min/max ({pixels} calibration pixels < {min_pixels}: too few to estimate percentiles)")
-        choice = RangeChoice("minmax", note=f"auto: {pixels} calibration pixels < {min_pixels}, min/max kept")
+        choice = RangeChoice("minmax", note=f"auto: {pixels} calibration pixels < {min_pixels}, min/max kept",
+                             calibrated=calibrated)
         return quantize_calibrated(calibrated, io), choice
     if method != "auto":
         samples = activation_samples(calibrated, frames, seed) if method != "minmax" else None
-        return quantize_calibrated(with_ranges(calibrated, method, samples), io), RangeChoice(method)
+        chosen = with_ranges(calibrated, method, samples)
+        return quantize_calibrated(chosen, io), RangeChoice(method, calibrated=chosen)
     reference_runner = TFLiteRunner(model_content=calibrated)
     reference = [reference_runner(f[None])[0] for f in held_out]
     samples = activation_samples(calibrated, frames, seed)
@@ -232,9 +237,10 @@ def select_ranges(calibrated: bytes, frames: np.ndarray, held_out: np.ndarray, m
     float_io: dict[str, bytes] = {}  # each candidate quantized with float I/O for the comparison
     for cand in ("minmax",) + tuple(f"p{p:g}" for p in PERCENTILES):
         float_io[cand] = quantize_calibrated(with_ranges(calibrated, cand, samples), "float32")
-        choice.fidelity_db[cand] = _fidelity(float_io[cand], reference, held_out)
+        choice.fidelity_db[cand] = worst_crop_psnr(float_io[cand], reference, held_out)
         log(f"  ranges {cand:>8}: INT8 vs float, worst of {len(held_out)} held-out crops {choice.fidelity_db[cand]:.2f} dB")
     choice.method = max(choice.fidelity_db, key=choice.fidelity_db.get)
+    choice.calibrated = with_ranges(calibrated, choice.method, samples)
     if io == "float32":
         return float_io[choice.method], choice
-    return quantize_calibrated(with_ranges(calibrated, choice.method, samples), io), choice
+    return quantize_calibrated(choice.calibrated, io), choice

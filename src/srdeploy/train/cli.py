@@ -44,6 +44,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--data", action="append", default=None,
                    help="folder of HR training images (repeatable); default: DIV2K HR under $SRDEPLOY_DATA")
+    p.add_argument("--distill-data", action="append", default=None, metavar="DIR",
+                   help="folder of extra images used only as distillation inputs (repeatable): the student "
+                        "matches the teacher on their bicubic LR, with no L1 to their HR (e.g. JPEG photos)")
+    p.add_argument("--distill-frac", type=float, default=0.5,
+                   help="share of each batch drawn from --distill-data (default 0.5)")
     p.add_argument("--teacher", default="imdn", help="teacher model name, or 'none' (default: imdn, official weights)")
     p.add_argument("--teacher-scale", type=int, default=None, help="teacher's scale (must equal --scale)")
     p.add_argument("--teacher-weights", default=None, help="teacher checkpoint path (default: the registry's)")
@@ -99,13 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not data:
         raise SrDeployError("no training data: pass --data DIR (HR images) or set SRDEPLOY_DATA")
     eval_data = args.eval_data or _default("Set5")
-    for d in data:
+    distill = args.distill_data or []
+    for d in [*data, *distill]:
         if _within(d, eval_data):
             raise SrDeployError(f"training folder {d} is the evaluation set: train on DIV2K, evaluate on Set5")
     teacher = None if args.teacher.lower() == "none" else args.teacher
     ckpt = load_training_checkpoint(args.resume) if args.resume else None
     out = Path(args.out)
-    cfg = TrainConfig(model=args.model, scale=args.scale, data=list(data), teacher=teacher,
+    cfg = TrainConfig(model=args.model, scale=args.scale, data=list(data), distill_data=list(distill),
+                      distill_frac=args.distill_frac, teacher=teacher,
                       teacher_scale=args.teacher_scale, teacher_weights=args.teacher_weights, steps=args.steps,
                       patch=args.patch, batch=args.batch, lr=args.lr, w_out=args.w_out, w_feat=args.w_feat,
                       seed=args.seed, init=args.init, init_weights=args.init_weights, eval_every=args.eval_every,
@@ -124,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     deploy = trainer.deploy_model()
     name = f"{cfg.model}_x{cfg.scale}"
     report: dict = {"config": asdict(cfg), "steps": trainer.step, "data": trainer.sampler.describe(),
+                    **({"distill_data": trainer.distill_sampler.describe()} if trainer.distill_sampler else {}),
                     "history": trainer.history, "seconds": round(time.perf_counter() - t0, 1),
                     "torch": torch.__version__,
                     "params_train_form": sum(p.numel() for p in trainer.student.parameters()),

@@ -35,6 +35,10 @@ class TrainConfig:
     model: str = "dipnet_lite"
     scale: int = 2
     data: list[str] = field(default_factory=list)
+    # Distillation-only inputs (e.g. Sun-Hays80 JPEGs): their LR patches feed the teacher losses
+    # but never the L1 to HR, because compressed photos are poor HR targets.
+    distill_data: list[str] = field(default_factory=list)
+    distill_frac: float = 0.5  # share of each batch drawn from distill_data (when given)
     teacher: str | None = "imdn"
     teacher_scale: int | None = None
     teacher_weights: str | None = None
@@ -60,6 +64,13 @@ class TrainConfig:
             raise SrDeployError("--steps must be >= 1 (0 only with --init-weights: fuse/prune an existing model)")
         if self.batch < 1:
             raise SrDeployError("--batch must be >= 1")
+        if self.distill_data:
+            if not self.teacher:
+                raise SrDeployError("--distill-data needs a teacher: its images carry no HR target")
+            if not 0 < self.distill_frac < 1:
+                raise SrDeployError(f"--distill-frac must be in (0, 1), got {self.distill_frac}")
+            if self.batch < 2:
+                raise SrDeployError("--distill-data needs --batch >= 2 (HR and distillation samples)")
         if self.teacher_scale is None:
             self.teacher_scale = self.scale
         if self.teacher and self.teacher_scale != self.scale:
@@ -149,6 +160,15 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.sampler = sampler or PatchSampler.from_folders(cfg.data, cfg.scale, cfg.patch, progress=progress)
+        self.distill_sampler = (PatchSampler.from_folders(cfg.distill_data, cfg.scale, cfg.patch, progress=progress)
+                                if cfg.distill_data else None)
+
+    def split_batch(self) -> tuple[int, int]:
+        """(HR-supervised samples, distillation-only samples) per step."""
+        if self.distill_sampler is None:
+            return self.cfg.batch, 0
+        n_d = min(self.cfg.batch - 1, max(1, round(self.cfg.batch * self.cfg.distill_frac)))
+        return self.cfg.batch - n_d, n_d
 
     # -- state ------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -159,10 +179,11 @@ class Trainer:
 
     def load_state(self, ckpt: dict) -> None:
         c = ckpt.get("config", {})
-        for key in ("model", "scale", "teacher", "patch", "batch", "seed"):
-            if c.get(key) != getattr(self.cfg, key):
-                raise SrDeployError(f"resume checkpoint was made with {key}={c.get(key)!r}, this run has "
-                                    f"{getattr(self.cfg, key)!r}")
+        defaults = {"distill_data": [], "distill_frac": 0.5}  # checkpoints made before these options
+        for key in ("model", "scale", "teacher", "patch", "batch", "seed", "distill_data", "distill_frac"):
+            if c.get(key, defaults.get(key)) != getattr(self.cfg, key):
+                raise SrDeployError(f"resume checkpoint was made with {key}={c.get(key, defaults.get(key))!r}, "
+                                    f"this run has {getattr(self.cfg, key)!r}")
         try:
             self.student.load_state_dict(ckpt["student"])
             self.adapters.load_state_dict(ckpt["adapters"])
@@ -175,6 +196,8 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------------
     def loss(self, model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, with_features: bool = True) -> tuple[torch.Tensor, dict]:
+        """Losses of one batch; the first ``len(hr)`` samples of *lr* have HR targets, the rest
+        (distillation-only inputs) are matched to the teacher only."""
         cfg = self.cfg
         use_feat = with_features and self.teacher is not None and cfg.w_feat > 0
         s_tap = FeatureTap(anchor_modules(model)) if use_feat else None
@@ -183,7 +206,7 @@ class Trainer:
         finally:
             if s_tap:
                 s_tap.remove()
-        parts = {"hr": F.l1_loss(sr, hr)}
+        parts = {"hr": F.l1_loss(sr[:len(hr)], hr)}
         total = cfg.w_hr * parts["hr"]
         if self.teacher is not None and (cfg.w_out > 0 or use_feat):
             t_tap = FeatureTap(anchor_modules(self.teacher)) if use_feat else None
@@ -206,7 +229,11 @@ class Trainer:
         cfg = self.cfg
         for g in opt.param_groups:
             g["lr"] = cosine_lr(base_lr or cfg.lr, step, total_steps, cfg.lr_min_ratio)
-        lr, hr = self.sampler.batch(cfg.batch, step_rng(cfg.seed, step, stream))
+        n_hr, n_d = self.split_batch()
+        lr, hr = self.sampler.batch(n_hr, step_rng(cfg.seed, step, stream))
+        if n_d:  # an independent stream, so adding distillation data leaves the HR batches unchanged
+            lr_d, _ = self.distill_sampler.batch(n_d, step_rng(cfg.seed, step, stream + 1_000_000))
+            lr = torch.cat([lr, lr_d])
         lr, hr = lr.to(self.device), hr.to(self.device)
         model.train()
         loss, parts = self.loss(model, lr, hr, with_features)
