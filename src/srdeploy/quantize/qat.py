@@ -262,6 +262,8 @@ class TFLiteGraph(nn.Module):
     # -- the graph -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, quant: bool = True) -> torch.Tensor:
         """*x*: NCHW float in [0, 1]; returns NCHW."""
+        static = self.static_shape[self.input_index]
+        self._input_ratio = (x.shape[2] / static[1], x.shape[3] / static[2])
         env: dict[int, torch.Tensor] = {self.input_index: self._fq(x, self.input_index) if quant else x}
         for op in self.ops:
             y = self._run(op, env, quant)
@@ -301,7 +303,8 @@ class TFLiteGraph(nn.Module):
         if k == "HARD_SWISH":
             return F.hardswish(a[0])
         if k == "SQRT":
-            return torch.sqrt(a[0].clamp_min(0))
+            # clamped above 0: a flat crop has zero variance, and d sqrt/dx at 0 is infinite
+            return torch.sqrt(a[0].clamp_min(1e-12))
         if k == "RSQRT":
             return torch.rsqrt(a[0])
         if k in ("ADD", "SUB", "MUL", "DIV"):
@@ -332,12 +335,9 @@ class TFLiteGraph(nn.Module):
                                o.fusedActivationFunction)
         if k == "RESIZE_BILINEAR":
             size = [int(v) for v in self.const[op.inputs[1]].numpy()]
-            out_shape = self.static_shape[op.outputs[0]]
-            in_shape = self.static_shape[op.inputs[0]]
-            # a resize back to the static size of another tensor: follow the running size instead
-            scale_h, scale_w = size[0] / in_shape[1], size[1] / in_shape[2]
-            run_size = [round(a[0].shape[2] * scale_h), round(a[0].shape[3] * scale_w)]
-            del out_shape
+            # the target is a constant of the export size (e.g. ESA's upsampling back to the input's
+            # size): on crops of another size it scales with the graph input
+            run_size = [round(size[0] * self._input_ratio[0]), round(size[1] * self._input_ratio[1])]
             if o.alignCorners:
                 return F.interpolate(a[0], size=run_size, mode="bilinear", align_corners=True)
             if not o.halfPixelCenters:
@@ -459,6 +459,8 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
         # the float graph is the target, not the HR: measured on IMDN_RTC x2 (300 steps), an L1-to-HR
         # term gave a larger Set5/Set14 drop (0.78/0.61 dB) than matching the float model (0.71/0.52)
         loss = F.mse_loss(graph(x, quant=True), target)
+        if not torch.isfinite(loss):
+            raise SrDeployError(f"QAT diverged (non-finite loss at step {len(losses) + 1}); export without --qat-steps")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
