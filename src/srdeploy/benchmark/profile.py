@@ -30,6 +30,14 @@ def op_name_map() -> dict[int, str]:
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
+def op_kind(model, op, names: dict[int, str]) -> str:
+    """The builtin op name of *op* in *model* (a flatbuffer ModelT), e.g. ``CONV_2D``."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    code = fu.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
+    return names.get(code, str(code))
+
+
 def _is_const(model, sg, idx: int) -> bool:
     t = sg.tensors[idx]
     buf = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None

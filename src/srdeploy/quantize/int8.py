@@ -102,12 +102,13 @@ def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: s
 
     if not images:
         raise SrDeployError("--qat-steps needs the calibration images")
-    graph = TFLiteGraph(chosen, quantize_calibrated(chosen, "float32"))
+    ptq_float_io = quantize_calibrated(chosen, "float32")  # the scales to simulate, and the baseline
+    graph = TFLiteGraph(chosen, ptq_float_io)
     result = finetune(graph, images, steps, seed=seed, progress=progress, log=log)
     tuned = graph.calibrated_with_weights()
     reference_runner = TFLiteRunner(model_content=calibrated)
     reference = [reference_runner(f[None])[0] for f in judge]
-    before = worst_crop_psnr(quantize_calibrated(chosen, "float32"), reference, judge)
+    before = worst_crop_psnr(ptq_float_io, reference, judge)
     after = worst_crop_psnr(quantize_calibrated(tuned, "float32"), reference, judge)
     kept = after > before
     log(f"  QAT: INT8 vs float on the worst of {len(judge)} held-out crops {before:.2f} -> {after:.2f} dB"

@@ -12,12 +12,14 @@ output, not from the PyTorch model:
    INT8 model the converter made from those same ranges (per-tensor asymmetric int8), weights
    per-channel symmetric [-127, 127] with scales from their current max-abs, biases on the int32
    grid of input scale × weight scale — TFLite's int8 scheme;
-3. the weights are fine-tuned so the fake-quantized graph matches the float graph (the original
-   weights, no fake quantization) on random crops of the calibration images, Adam + cosine decay,
-   deterministic from the seed;
-4. the trained float weights are written back into the calibrated graph, whose activation min/max
-   are untouched, and the converter quantizes it again — so the activation scales are the ones the
-   training saw, and the integer model is still the converter's own.
+3. the weights, and the scale / zero point of each group of tensors that share one scale, are
+   fine-tuned so the fake-quantized graph matches the float graph (the original weights, no fake
+   quantization) on random crops of the calibration images, Adam + cosine decay, deterministic
+   from the seed;
+4. the trained float weights are written back into the calibrated graph, each learned range as the
+   min/max from which the converter derives exactly that scale and zero point, and the converter
+   quantizes it again — so the activation scales are the ones the training saw, and the integer
+   model is still the converter's own.
 
 Written by hand because no library fine-tunes against TFLite's converter: PyTorch's QAT and
 litert-torch's PT2E flow quantize the PyTorch graph, whose scale-sharing differs from what
@@ -41,12 +43,6 @@ __all__ = ["QATResult", "TFLiteGraph", "finetune", "qat_patches"]
 
 #: NHWC axis -> NCHW axis (the simulation runs NCHW for torch's convolutions)
 _NCHW = {0: 0, 1: 2, 2: 3, 3: 1, -1: 1}
-
-
-def _op_names():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
 def _const(model, tensor) -> np.ndarray | None:
@@ -90,7 +86,8 @@ class _Op:
     inputs: list[int]
     outputs: list[int]
     options: object
-    params: dict = field(default_factory=dict)  # name -> parameter key, for CONV_2D weights/bias
+    #: conv ops only: "w"/"b" -> (key in TFLiteGraph.weights, tensor index in the graph)
+    params: dict = field(default_factory=dict)
 
 
 class TFLiteGraph(nn.Module):
@@ -107,7 +104,9 @@ class TFLiteGraph(nn.Module):
         super().__init__()
         from ai_edge_litert.tools import flatbuffer_utils as fu
 
-        names = _op_names()
+        from ..benchmark.profile import op_kind, op_name_map
+
+        names = op_name_map()
         self._model = fu.convert_bytearray_to_object(bytearray(calibrated))
         sg = self._model.subgraphs[0]
         self.input_index, self.output_index = int(sg.inputs[0]), int(sg.outputs[0])
@@ -116,8 +115,7 @@ class TFLiteGraph(nn.Module):
         self.const: dict[int, torch.Tensor] = {}
         self.ops: list[_Op] = []
         for op in sg.operators:
-            code = self._model.operatorCodes[op.opcodeIndex]
-            kind = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode))
+            kind = op_kind(self._model, op, names)
             if kind not in self.SUPPORTED:
                 raise SrDeployError(f"QAT cannot simulate the TFLite op {kind}; export without --qat-steps")
             rec = _Op(kind, [int(i) for i in op.inputs], [int(o) for o in op.outputs], op.builtinOptions)
@@ -188,9 +186,6 @@ class TFLiteGraph(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         return list(self.weights.values())
 
-    def range_parameters(self) -> list[nn.Parameter]:
-        return list(self.range_scale.values()) + list(self.range_zero.values())
-
     def learned_qparams(self) -> dict[int, tuple[float, int]]:
         """Each tensor's (scale, zero point) as the simulation uses them now."""
         out = dict(self.qparams)
@@ -205,7 +200,9 @@ class TFLiteGraph(nn.Module):
         from ai_edge_litert import schema_py_generated as schema
         from ai_edge_litert.tools import flatbuffer_utils as fu
 
-        names = _op_names()
+        from ..benchmark.profile import op_kind, op_name_map
+
+        names = op_name_map()
         qm = fu.convert_bytearray_to_object(bytearray(quantized))
         qsg = qm.subgraphs[0]
         by_name = {t.name: i for i, t in enumerate(qsg.tensors)}
@@ -219,8 +216,7 @@ class TFLiteGraph(nn.Module):
         # float I/O: the model's input is QUANTIZE'd and its output DEQUANTIZE'd; use those int8 sides
         boundary = {}
         for op in qsg.operators:
-            code = qm.operatorCodes[op.opcodeIndex]
-            kind = names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+            kind = op_kind(qm, op, names)
             if kind == "QUANTIZE":
                 boundary.setdefault(int(op.inputs[0]), params(qsg.tensors[int(op.outputs[0])]))
             elif kind == "DEQUANTIZE":

@@ -93,9 +93,9 @@ def _image_tensors(model) -> set[int]:
     """The graph input and output, and the tensors that feed the output through rearranging ops
     (e.g. the conv before DEPTH_TO_SPACE): their ranges are the image's, and clipping them clips
     pixels — a bright area of a test image that no calibration crop had would be cut off."""
-    from ai_edge_litert import schema_py_generated as schema
+    from ..benchmark.profile import op_kind, op_name_map
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = op_name_map()
     sg = model.subgraphs[0]
     keep = {int(i) for i in sg.inputs} | {int(i) for i in sg.outputs}
     producer = {int(o): op for op in sg.operators for o in op.outputs}
@@ -104,8 +104,7 @@ def _image_tensors(model) -> set[int]:
         op = producer.get(frontier.pop())
         if op is None:
             continue
-        code = model.operatorCodes[op.opcodeIndex]
-        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+        name = op_kind(model, op, names)
         if name in _SAME_SCALE_OPS or name in ("QUANTIZE", "DEQUANTIZE"):
             for i in op.inputs:
                 if int(i) >= 0 and int(i) not in keep:
