@@ -94,6 +94,14 @@ def test_profile_lists_op_types(exports):
     assert "Per op type" in proc.stdout
     for op in ("CONV_2D", "STRIDED_SLICE", "DEPTH_TO_SPACE", "DEQUANTIZE"):
         assert op in proc.stdout
+    assert "CONV_2D by shape" in proc.stdout
+    # the per-shape conv times account for every CONV_2D, once
+    from srdeploy.benchmark.profile import profile_tflite
+
+    prof = profile_tflite(dcr / "model_fp32.tflite", runs=1)
+    n_conv = next(o for o in prof["ops"] if o["op"] == "CONV_2D")
+    assert sum(c["count"] for c in prof["convs"]) == n_conv["count"] > 1
+    assert abs(sum(c["ms"] for c in prof["convs"]) - n_conv["ms"]) < 1e-6
 
 
 def test_gpu_check_passes_phone_graph_and_fails_6d_and_topk(exports, tmp_path):

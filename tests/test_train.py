@@ -12,6 +12,7 @@ from srdeploy.sample_images import synthetic_image
 from srdeploy.train.data import PatchSampler, step_rng
 from srdeploy.train.init import bilinear_subpixel_kernel, interpolation_init
 from srdeploy.train.prune import prune_dipnet, pruning_schedule
+from srdeploy.errors import SrDeployError
 from srdeploy.train.trainer import TrainConfig, Trainer, load_training_checkpoint, save_atomic
 
 from .conftest import run_cli
@@ -260,3 +261,28 @@ def test_distillation_only_inputs_never_reach_the_hr_loss(hr_folder, tmp_path, w
     assert {"hr", "out", "feat"} <= set(rec)
     with pytest.raises(Exception, match="needs a teacher"):
         TrainConfig(model="dipnet_lite", data=[str(hr_folder)], teacher=None, distill_data=[str(extra)])
+
+
+def test_weight_average_resumes_exactly_and_is_what_gets_deployed(hr_folder, tmp_path):
+    cfg = _cfg(hr_folder, teacher=None, steps=3, ema=0.5)
+    straight = Trainer(cfg)
+    straight.run(tmp_path / "a")
+    first = Trainer(cfg, sampler=straight.sampler)
+    first.run(tmp_path / "b", until=2)
+    resumed = Trainer(cfg, sampler=straight.sampler)
+    resumed.load_state(load_training_checkpoint(tmp_path / "b" / "last.pt"))
+    resumed.run(tmp_path / "b")
+    a, b = straight.ema_model.state_dict(), resumed.ema_model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the average lags the raw weights, and the deployed model is the average, fused exactly
+    raw, avg = straight.student.state_dict(), straight.ema_model.module.state_dict()
+    assert not all(torch.equal(raw[k], avg[k]) for k in raw)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(straight.deploy_model()(x), straight.ema_model.module.eval()(x),
+                                   atol=1e-5, rtol=1e-5)
+    # a checkpoint made without averaging cannot be resumed with it
+    plain = Trainer(_cfg(hr_folder, teacher=None, steps=1))
+    plain.run(tmp_path / "c")
+    with pytest.raises(SrDeployError, match="ema"):
+        Trainer(cfg, sampler=straight.sampler).load_state(load_training_checkpoint(tmp_path / "c" / "last.pt"))

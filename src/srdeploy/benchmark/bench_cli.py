@@ -148,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  Per op type (one-op models; sum {p['sum_of_ops_ms']:.1f} ms vs whole {p['whole_ms']:.1f} ms):")
             for o in p["ops"]:
                 print(f"    {o['op']:<16} {o['count']:>4}  {o['ms']:8.2f} ms  {o['pct']:5.1f} %")
+            if p.get("convs"):
+                print("  CONV_2D by shape (kernel in->out channels):")
+                for c in p["convs"]:
+                    print(f"    {c['conv']:<16} {c['count']:>4}  {c['ms']:8.2f} ms  ({c['ms_each']:.2f} ms each)")
         elif r.profile and "error" in r.profile:
             print(f"  profile: {r.profile['error']}")
 

@@ -95,6 +95,7 @@ def profile_tflite(path, threads: int = 1, runs: int = 3) -> dict:
                 data = np.frombuffer(bytes(model.buffers[src.buffer].data), np.float16).astype(np.float32)
                 folded[op.outputs[0]] = data.tobytes()
     per_type: dict[str, list[float]] = defaultdict(list)
+    per_conv: dict[str, list[float]] = defaultdict(list)  # CONV_2D time by "KHxKW Cin->Cout"
     for op in sg.operators:
         code = fu.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
         name = names.get(code, str(code))
@@ -123,8 +124,14 @@ def profile_tflite(path, threads: int = 1, runs: int = 3) -> dict:
         blob = bytes(fu.convert_object_to_bytearray(one))
         it = Interpreter(model_content=blob, num_threads=threads)
         it.allocate_tensors()
-        per_type[name].append(_time(it, _random_feeds(it, rng), runs))
+        ms = _time(it, _random_feeds(it, rng), runs)
+        per_type[name].append(ms)
+        if name == "CONV_2D":  # filter is OHWI
+            o, kh, kw, i = (int(d) for d in sg.tensors[op.inputs[1]].shape)
+            per_conv[f"{kh}x{kw} {i}->{o}"].append(ms)
     total = sum(sum(v) for v in per_type.values())
     ops = sorted(({"op": k, "count": len(v), "ms": sum(v), "pct": 100 * sum(v) / total if total else 0.0}
                   for k, v in per_type.items()), key=lambda r: -r["ms"])
-    return {"whole_ms": whole_ms, "sum_of_ops_ms": total, "ops": ops}
+    convs = sorted(({"conv": k, "count": len(v), "ms": sum(v), "ms_each": sum(v) / len(v)}
+                    for k, v in per_conv.items()), key=lambda r: -r["ms"])
+    return {"whole_ms": whole_ms, "sum_of_ops_ms": total, "ops": ops, "convs": convs}

@@ -62,6 +62,9 @@ def build_parser() -> OneLineParser:
                    help="interp: start as a bilinear upscaler (residual learning); random: plain init")
     p.add_argument("--init-weights", default=None, metavar="PTH",
                    help="fine-tune from a deploy-form checkpoint (e.g. an earlier run's <model>_x<scale>.pth)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
+                        "evaluate/write it instead of the last step's weights (default 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/train", help="output folder")
     p.add_argument("--resume", default=None, help="continue from a last.pt checkpoint")
@@ -115,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       distill_frac=args.distill_frac, teacher=teacher,
                       teacher_scale=args.teacher_scale, teacher_weights=args.teacher_weights, steps=args.steps,
                       patch=args.patch, batch=args.batch, lr=args.lr, w_out=args.w_out, w_feat=args.w_feat,
-                      seed=args.seed, init=args.init, init_weights=args.init_weights, eval_every=args.eval_every,
+                      seed=args.seed, ema=args.ema, init=args.init, init_weights=args.init_weights, eval_every=args.eval_every,
                       ckpt_every=args.ckpt_every, eval_data=eval_data, device=args.device, threads=args.threads)
     if args.prune_to is not None and not 0 < args.prune_to <= 1:
         raise SrDeployError("--prune-to must be in (0, 1]")

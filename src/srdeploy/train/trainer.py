@@ -51,6 +51,9 @@ class TrainConfig:
     w_out: float = 0.5  # L1 to the teacher's output
     w_feat: float = 0.1  # multi-anchor feature L1
     seed: int = 0
+    # Exponential moving average of the weights (0 = off). The averaged copy is what is evaluated
+    # and written; it smooths the step-to-step noise of small-batch fine-tuning (BasicSR's ema_decay).
+    ema: float = 0.0
     init: str = "interp"  # "interp" (bilinear start) or "random"
     init_weights: str | None = None  # fine-tune from a deploy-form checkpoint instead
     eval_every: int = 1000
@@ -64,6 +67,8 @@ class TrainConfig:
             raise SrDeployError("--steps must be >= 1 (0 only with --init-weights: fuse/prune an existing model)")
         if self.batch < 1:
             raise SrDeployError("--batch must be >= 1")
+        if not 0 <= self.ema < 1:
+            raise SrDeployError(f"--ema must be in [0, 1), got {self.ema}")
         if self.distill_data:
             if not self.teacher:
                 raise SrDeployError("--distill-data needs a teacher: its images carry no HR target")
@@ -157,6 +162,10 @@ class Trainer:
                 m.to(self.device)
         params = list(self.student.parameters()) + list(self.adapters.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        # torch's own EMA wrapper (a deep copy updated after each optimizer step).
+        self.ema_model = (torch.optim.swa_utils.AveragedModel(
+            self.student, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+            if cfg.ema > 0 else None)
         self.step = 0
         self.history: list[dict] = []
         self.sampler = sampler or PatchSampler.from_folders(cfg.data, cfg.scale, cfg.patch, progress=progress)
@@ -175,12 +184,13 @@ class Trainer:
         cfg = asdict(self.cfg)
         return {"format": CHECKPOINT_FORMAT, "config": cfg, "step": self.step,
                 "student": self.student.state_dict(), "adapters": self.adapters.state_dict(),
-                "optimizer": self.opt.state_dict(), "history": self.history}
+                "optimizer": self.opt.state_dict(), "history": self.history,
+                **({"ema": self.ema_model.state_dict()} if self.ema_model is not None else {})}
 
     def load_state(self, ckpt: dict) -> None:
         c = ckpt.get("config", {})
-        defaults = {"distill_data": [], "distill_frac": 0.5}  # checkpoints made before these options
-        for key in ("model", "scale", "teacher", "patch", "batch", "seed", "distill_data", "distill_frac"):
+        defaults = {"distill_data": [], "distill_frac": 0.5, "ema": 0.0}  # checkpoints made before these options
+        for key in ("model", "scale", "teacher", "patch", "batch", "seed", "distill_data", "distill_frac", "ema"):
             if c.get(key, defaults.get(key)) != getattr(self.cfg, key):
                 raise SrDeployError(f"resume checkpoint was made with {key}={c.get(key, defaults.get(key))!r}, "
                                     f"this run has {getattr(self.cfg, key)!r}")
@@ -188,6 +198,8 @@ class Trainer:
             self.student.load_state_dict(ckpt["student"])
             self.adapters.load_state_dict(ckpt["adapters"])
             self.opt.load_state_dict(ckpt["optimizer"])
+            if self.ema_model is not None:
+                self.ema_model.load_state_dict(ckpt["ema"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise SrDeployError(f"resume checkpoint does not fit {self.cfg.model}: "
                                 f"{str(exc).splitlines()[0]}") from None
@@ -244,7 +256,8 @@ class Trainer:
 
     # -- the run ----------------------------------------------------------------------------------
     def deploy_model(self) -> nn.Module:
-        return reparameterize(self.student).eval()
+        """Deploy form of the weights being trained (their moving average when ``ema`` is on)."""
+        return reparameterize(self.ema_model.module if self.ema_model is not None else self.student).eval()
 
     def run(self, out: Path, until: int | None = None) -> dict:
         """Train from ``self.step`` to ``until`` (default: ``cfg.steps``), checkpointing to ``out/last.pt``."""
@@ -257,6 +270,8 @@ class Trainer:
         t0, ema = time.perf_counter(), None
         while self.step < end:
             rec = self.train_step(self.student, self.opt, self.step, cfg.steps)
+            if self.ema_model is not None:
+                self.ema_model.update_parameters(self.student)
             self.step += 1
             ema = rec["loss"] if ema is None else 0.98 * ema + 0.02 * rec["loss"]
             bar.update(1)
