@@ -327,3 +327,20 @@ def test_qat_brings_int8_closer_to_float_on_held_out_crops(qat_graph, data_root)
     before = worst_crop_psnr(q, reference, cal.held_out)
     after = worst_crop_psnr(quantize_calibrated(g.calibrated_with_weights(), "float32"), reference, cal.held_out)
     assert after > before + 0.2, (before, after)
+
+
+def test_error_by_group_switches_quantization_per_group(qat_graph):
+    import torch
+
+    from srdeploy.quantize.qat import error_by_group
+
+    graph, _, _, frames = qat_graph
+    x = torch.from_numpy(np.ascontiguousarray(frames[:2])).permute(0, 3, 1, 2).float()
+    res = error_by_group(graph, x)
+    assert {"all", "weights only", "activations only", "image input/output only"} <= set(res)
+    assert any(k.startswith("CONV_2D outputs only") for k in res)
+    # "all" is what the full simulation gives; each single group alone is closer to float
+    assert abs(res["all"] - _psnr(_sim(graph, frames[:2], True), _sim(graph, frames[:2], False))) < 1e-3
+    assert all(v > res["all"] for k, v in res.items() if k != "all")
+    # and the graph is left quantizing everything afterwards
+    assert graph.quant_only is None and graph.quant_weights

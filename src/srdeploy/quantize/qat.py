@@ -138,6 +138,9 @@ class TFLiteGraph(nn.Module):
             self.ops.append(rec)
         self.qparams = self._activation_qparams(sg, quantized)
         self.learn_ranges = False
+        # what quant=True quantizes (a diagnostic can narrow it: see error_by_group)
+        self.quant_only: set[int] | None = None  # activation tensor indices; None = all
+        self.quant_weights = True
         self.range_scale = nn.ParameterDict()
         self.range_zero = nn.ParameterDict()
         self.group_of: dict[int, str] = {}
@@ -236,6 +239,8 @@ class TFLiteGraph(nn.Module):
 
     # -- fake quantization -------------------------------------------------------------------------
     def _fq(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if self.quant_only is not None and index not in self.quant_only:
+            return x
         key = self.group_of.get(index) if self.learn_ranges else None
         if key is not None:  # LSQ+-style learnable scale and zero point (torch's own op)
             scale = self.range_scale[key].clamp_min(1e-8)
@@ -278,7 +283,7 @@ class TFLiteGraph(nn.Module):
             x = a[0]
             w = self.weights[op.params["w"][0]]
             b = self.weights[op.params["b"][0]] if "b" in op.params else None
-            if quant:
+            if quant and self.quant_weights:
                 w, w_scale = self._fq_weight(w)
                 if b is not None:  # int32 bias on the grid input scale × weight scale
                     b_scale = (self._in_scale(op.inputs[0]) * w_scale).clamp_min(1e-12)
@@ -421,6 +426,36 @@ class QATResult:
         return {"steps": self.steps, "lr": self.lr, "patch": self.patch, "batch": self.batch,
                 "loss_first": round(self.loss_first, 8), "loss_last": round(self.loss_last, 8),
                 "seconds": round(self.seconds, 1)}
+
+
+def error_by_group(graph: TFLiteGraph, x: torch.Tensor) -> dict[str, float]:
+    """Where the INT8 error comes from: PSNR (dB) of the fake-quantized graph against the float graph
+    on *x* (NCHW, [0, 1]) with quantization switched on for one group of tensors at a time."""
+    with torch.no_grad():
+        ref = graph(x, quant=False)
+
+    def psnr(acts: set[int] | None, weights: bool) -> float:
+        graph.quant_only, graph.quant_weights = acts, weights
+        try:
+            with torch.no_grad():
+                mse = float(((graph(x, quant=True) - ref) ** 2).mean())
+        finally:
+            graph.quant_only, graph.quant_weights = None, True
+        return 10 * math.log10(1 / max(mse, 1e-20))
+
+    by_kind: dict[str, set[int]] = {}
+    for op in graph.ops:
+        by_kind.setdefault(op.kind, set()).add(op.outputs[0])
+    concat_scales = {graph.qparams[o][0] for o in by_kind.get("CONCATENATION", set())}
+    shared = {i for i in graph.qparams if graph.qparams[i][0] in concat_scales}
+    image = {graph.input_index, graph.output_index} | {op.inputs[0] for op in graph.ops if op.kind == "DEPTH_TO_SPACE"}
+    res = {"all": psnr(None, True), "weights only": psnr(set(), True), "activations only": psnr(None, False)}
+    for kind, outs in sorted(by_kind.items()):
+        res[f"{kind} outputs only ({len(outs)})"] = psnr(outs, False)
+    if shared:
+        res[f"concat-shared scale group only ({len(shared)})"] = psnr(shared, False)
+    res["image input/output only"] = psnr(image, False)
+    return res
 
 
 def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float = 3e-4, patch: int = 64,

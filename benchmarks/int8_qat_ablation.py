@@ -1,0 +1,114 @@
+"""QAT ablations and the per-group error diagnosis behind docs/RESULTS.md (issue 3).
+
+The product's ``sr-export --int8 --qat-steps N`` runs one configuration (learned ranges, Adam 3e-4)
+and never looks at Set5/Set14. This script runs the same functions (calibrate-only, percentile
+ranges, ``TFLiteGraph`` + ``finetune``, write-back, ``mlir_quantize``) with other settings and
+reports each one's held-out fidelity and Set5/Set14 drop — a diagnostic, not a way to choose.
+
+    # where the PTQ error sits (seconds)
+    python benchmarks/int8_qat_ablation.py imdn_rtc 2 720 480 --ranges p99.99 --diagnose
+    # variants NAME=STEPS:LR:learned|fixed (minutes to hours on a 2-core CPU)
+    python benchmarks/int8_qat_ablation.py imdn_rtc 2 720 480 --ranges p99.99 \
+        --variant fixed300=300:1e-4:fixed --variant learned300=300:1e-4:learned --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srdeploy.benchmark.evaluate import evaluate_dataset, find_dataset, make_predictor
+from srdeploy.export.formats import convert_onnx2tf, export_onnx
+from srdeploy.models import create_model
+from srdeploy.paths import data_dir
+from srdeploy.quantize.calibration import calibration_frames
+from srdeploy.quantize.qat import TFLiteGraph, error_by_group, finetune
+from srdeploy.quantize.ranges import (activation_samples, calibrate, parse_ranges, quantize_calibrated,
+                                      with_ranges, worst_crop_psnr)
+from srdeploy.runtime import TFLiteRunner
+
+
+def _variant(text: str) -> tuple[str, int, float, bool]:
+    name, _, spec = text.partition("=")
+    steps, lr, mode = spec.split(":")
+    if mode not in ("learned", "fixed"):
+        raise argparse.ArgumentTypeError(f"range mode must be learned or fixed, got {mode!r}")
+    return name, int(steps), float(lr), mode == "learned"
+
+
+def _drops(name: str, scale: int, blob: bytes, work: Path, root: Path, fp32: dict) -> dict:
+    path = work / "candidate.tflite"
+    path.write_bytes(blob)
+    predict, _ = make_predictor(name, scale, str(path))
+    out = {}
+    for d in ("Set5", "Set14"):
+        psnr = evaluate_dataset(predict, find_dataset(root / d, scale), scale).psnr_y
+        out[d] = {"psnr_y": round(psnr, 3), "drop_db": round(fp32[d] - psnr, 3)}
+    return out
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("scale", type=int)
+    ap.add_argument("height", type=int)
+    ap.add_argument("width", type=int)
+    ap.add_argument("--ranges", default="p99.99")
+    ap.add_argument("--diagnose", action="store_true", help="per-group error of PTQ on 2 held-out 256x256 crops")
+    ap.add_argument("--variant", type=_variant, action="append", default=[], metavar="NAME=STEPS:LR:learned|fixed")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    root = data_dir()
+    method = parse_ranges(args.ranges)
+    results: dict = {"model": args.model, "scale": args.scale, "size": [args.height, args.width],
+                     "ranges": method, "calibration_crops": 16, "held_out_crops": 4}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        export_onnx(create_model(args.model, args.scale).eval(), work / "model.onnx", (args.height, args.width))
+        convert_onnx2tf(work / "model.onnx", work / "tf")
+        cal = calibration_frames(root / "div2k" / "HR", args.scale, (args.height, args.width), n=16, seed=0,
+                                 held_out=4)
+        calibrated = calibrate(work / "tf" / "saved_model", cal.frames)
+        chosen = with_ranges(calibrated, method, activation_samples(calibrated, cal.frames))
+        ptq = quantize_calibrated(chosen, "float32")
+        ref_runner = TFLiteRunner(model_content=calibrated)
+        reference = [ref_runner(f[None])[0] for f in cal.held_out]
+        predict, _ = make_predictor(args.model, args.scale, None)
+        fp32 = {d: evaluate_dataset(predict, find_dataset(root / d, args.scale), args.scale).psnr_y
+                for d in ("Set5", "Set14")}
+        results["pytorch_fp32"] = {d: round(v, 3) for d, v in fp32.items()}
+        results["ptq"] = {"fidelity_db": round(worst_crop_psnr(ptq, reference, cal.held_out), 3),
+                          **_drops(args.model, args.scale, ptq, work, root, fp32)}
+        print("ptq", results["ptq"], flush=True)
+        if args.diagnose:
+            crops = torch.from_numpy(np.ascontiguousarray(cal.held_out[:2, :256, :256])).permute(0, 3, 1, 2)
+            results["error_by_group_db"] = {k: round(v, 2) for k, v in
+                                            error_by_group(TFLiteGraph(chosen, ptq), crops.float()).items()}
+            for k, v in results["error_by_group_db"].items():
+                print(f"  {k:<45} {v:6.2f} dB", flush=True)
+        results["variants"] = {}
+        for name, steps, lr, learned in args.variant:
+            graph = TFLiteGraph(chosen, ptq)
+            t0 = time.perf_counter()
+            fit = finetune(graph, cal.images, steps, lr=lr, learn_ranges=learned, seed=0)
+            tuned = quantize_calibrated(graph.calibrated_with_weights(), "float32")
+            results["variants"][name] = {"steps": steps, "lr": lr, "ranges": "learned" if learned else "fixed",
+                                         "seconds": round(time.perf_counter() - t0, 1),
+                                         "loss_first": fit.loss_first, "loss_last": fit.loss_last,
+                                         "fidelity_db": round(worst_crop_psnr(tuned, reference, cal.held_out), 3),
+                                         **_drops(args.model, args.scale, tuned, work, root, fp32)}
+            print(name, results["variants"][name], flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
