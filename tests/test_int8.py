@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from srdeploy.benchmark.evaluate import make_predictor
+from srdeploy.errors import SrDeployError
 from srdeploy.export import ExportConfig, Exporter
 from srdeploy.export.formats import convert_onnx2tf, export_onnx
 from srdeploy.imaging import psnr_y, read_rgb, to_uint8
@@ -344,3 +345,45 @@ def test_error_by_group_switches_quantization_per_group(qat_graph):
     assert all(v > res["all"] for k, v in res.items() if k != "all")
     # and the graph is left quantizing everything afterwards
     assert graph.quant_only is None and graph.quant_weights
+
+
+def test_learned_scales_stay_in_a_window_and_pooled_tensors_keep_theirs(qat_graph):
+    import copy
+
+    import torch
+
+    graph, _, _, _ = qat_graph
+    g = copy.deepcopy(graph)
+    g.learn_ranges = True
+    key = next(iter(g.range_scale))
+    members = [i for i, k in g.group_of.items() if k == key]
+    s0 = g.qparams[members[0]][0]
+    with torch.no_grad():
+        g.range_scale[key].fill_(1e-9)  # what Adam's absolute steps did to pooled IMDN x4 tensors
+    assert g.learned_qparams()[members[0]][0] == pytest.approx(s0 / g.SCALE_WINDOW, rel=1e-5)
+    with torch.no_grad():
+        g.range_scale[key].fill_(1e3)
+    assert g.learned_qparams()[members[0]][0] == pytest.approx(s0 * g.SCALE_WINDOW, rel=1e-5)
+    # every learnable group is a feature map: none of its tensors is a 1x1 pooled statistic
+    for i in g.group_of:
+        shape = g.static_shape[i]
+        assert not (len(shape) == 4 and shape[1] * shape[2] == 1)
+
+
+def test_qat_model_that_does_not_run_falls_back_to_ptq(qat_graph, data_root, monkeypatch):
+    from srdeploy.quantize import int8, ranges
+
+    _, blob, q, _ = qat_graph
+    cal = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 1, seed=7, held_out=2)
+    real, calls = ranges.worst_crop_psnr, []
+
+    def flaky(model, reference, frames):  # the PTQ baseline runs, the fine-tuned model does not
+        calls.append(1)
+        if len(calls) > 1:
+            raise SrDeployError("cannot load TFLite model (in memory): failed to prepare")
+        return real(model, reference, frames)
+
+    monkeypatch.setattr(ranges, "worst_crop_psnr", flaky)
+    out, report = int8._quantization_aware(blob, blob, q, "float32", 2, cal.images, cal.held_out, 0, False,
+                                           lambda m: None)
+    assert out == q and report["kept"] is False and "failed to prepare" in report["error"]

@@ -109,12 +109,16 @@ def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: s
     reference_runner = TFLiteRunner(model_content=calibrated)
     reference = [reference_runner(f[None])[0] for f in judge]
     before = worst_crop_psnr(ptq_float_io, reference, judge)
-    after = worst_crop_psnr(quantize_calibrated(tuned, "float32"), reference, judge)
+    report = {**result.to_json(), "learned_ranges": True, "fidelity_db_before": round(before, 3)}
+    try:
+        after = worst_crop_psnr(quantize_calibrated(tuned, "float32"), reference, judge)
+    except SrDeployError as exc:  # e.g. XNNPACK refusing a scale ratio: never lose the export to QAT
+        log(f"  QAT: the fine-tuned INT8 model does not run ({exc}); the post-training model is kept")
+        return ptq_blob, {**report, "fidelity_db_after": None, "kept": False, "error": str(exc)}
     kept = after > before
     log(f"  QAT: INT8 vs float on the worst of {len(judge)} held-out crops {before:.2f} -> {after:.2f} dB"
         + ("" if kept else " (worse: the post-training model is kept)"))
-    report = {**result.to_json(), "learned_ranges": True, "fidelity_db_before": round(before, 3),
-              "fidelity_db_after": round(after, 3), "kept": kept}
+    report.update({"fidelity_db_after": round(after, 3), "kept": kept})
     return (quantize_calibrated(tuned, io) if kept else ptq_blob), report
 
 

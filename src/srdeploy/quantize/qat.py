@@ -144,11 +144,19 @@ class TFLiteGraph(nn.Module):
         self.range_scale = nn.ParameterDict()
         self.range_zero = nn.ParameterDict()
         self.group_of: dict[int, str] = {}
+        self.scale_bounds: dict[str, tuple[float, float]] = {}
         self._range_groups()
 
     # -- learnable ranges --------------------------------------------------------------------------
     #: ops whose output the converter gives its input's scale: one range for all their tensors
     _SAME_SCALE = ("STRIDED_SLICE", "CONCATENATION", "DEPTH_TO_SPACE", "PAD", "MAX_POOL_2D")
+
+    #: a learned scale stays within this factor of the converter's (keeps XNNPACK's scale-ratio limits)
+    SCALE_WINDOW = 8.0
+
+    def _learned_scale(self, key: str) -> torch.Tensor:
+        lo, hi = self.scale_bounds[key]
+        return self.range_scale[key].clamp(lo, hi)
 
     def _range_groups(self) -> None:
         """Tensors that share one scale (same-scale ops joining equal qparams) form a group with one
@@ -165,6 +173,11 @@ class TFLiteGraph(nn.Module):
             return i
 
         fixed = set(_image_tensors(self._model))
+        # pooled statistics (1x1 spatial, e.g. the contrast/mean of channel attention): a batch gives
+        # them only N*C values, and learned on so few their scales collapsed to 0 within 60 steps on
+        # IMDN x4 (XNNPACK then refuses the model), so they keep the converter's ranges
+        fixed |= {i for i in self.qparams if len(self.static_shape.get(i, ())) == 4
+                  and self.static_shape[i][1] * self.static_shape[i][2] == 1}
         for op in self.ops:
             if op.kind == "LOGISTIC":
                 fixed.add(op.outputs[0])
@@ -182,6 +195,7 @@ class TFLiteGraph(nn.Module):
             s, z = self.qparams[root]
             key = f"g{root}"
             self.range_scale[key] = nn.Parameter(torch.tensor([s], dtype=torch.float32))
+            self.scale_bounds[key] = (s / self.SCALE_WINDOW, s * self.SCALE_WINDOW)
             self.range_zero[key] = nn.Parameter(torch.tensor([float(z)], dtype=torch.float32))
             for m in members:
                 self.group_of[m] = key
@@ -194,7 +208,7 @@ class TFLiteGraph(nn.Module):
         out = dict(self.qparams)
         if self.learn_ranges:
             for i, key in self.group_of.items():
-                out[i] = (float(self.range_scale[key].detach().clamp_min(1e-8)),
+                out[i] = (float(self._learned_scale(key).detach()),
                           int(torch.round(self.range_zero[key].detach()).clamp(-128, 127)))
         return out
 
@@ -243,7 +257,7 @@ class TFLiteGraph(nn.Module):
             return x
         key = self.group_of.get(index) if self.learn_ranges else None
         if key is not None:  # LSQ+-style learnable scale and zero point (torch's own op)
-            scale = self.range_scale[key].clamp_min(1e-8)
+            scale = self._learned_scale(key)
             zero = self.range_zero[key].clamp(-128, 127)
             return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero, -128, 127, 1.0)
         s, z = self.qparams[index]
@@ -251,7 +265,7 @@ class TFLiteGraph(nn.Module):
 
     def _in_scale(self, index: int) -> torch.Tensor | float:
         key = self.group_of.get(index) if self.learn_ranges else None
-        return self.range_scale[key].detach().clamp_min(1e-8) if key is not None else self.qparams[index][0]
+        return self._learned_scale(key).detach() if key is not None else self.qparams[index][0]
 
     @staticmethod
     def _fq_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
