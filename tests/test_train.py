@@ -156,7 +156,7 @@ def _train_cli(*args, tmp_path):
     return run_cli("srdeploy.train.cli", *args, "--no-progress", cwd=tmp_path)
 
 
-@pytest.mark.parametrize("case", ["no_images", "patch_too_large", "teacher_scale", "corrupt_resume"])
+@pytest.mark.parametrize("case", ["no_images", "patch_too_large", "teacher_scale", "corrupt_resume", "ema"])
 def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, hr_folder):
     out = tmp_path / "out"
     evald = tmp_path / "eval"  # a separate evaluation folder (training on it is refused; tested below)
@@ -178,6 +178,9 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, hr_folder):
         args[args.index("--teacher") + 1] = "imdn"
         args += ["--teacher-scale", "4"]
         expect = "differs from the student"
+    elif case == "ema":
+        args += ["--ema", "1.5"]
+        expect = "--ema must be in [0, 1)"
     else:
         bad = tmp_path / "last.pt"
         bad.write_bytes(b"\x00garbage" * 10)
