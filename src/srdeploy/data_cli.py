@@ -57,6 +57,10 @@ exit codes: 0 ok (or already present), 2 bad input, failed download or checksum 
 """
 
 
+def _png_count(folder: Path) -> int:
+    return len(list(folder.glob("*.png"))) if folder.is_dir() else 0
+
+
 def _copy_hashing(src, dst, total: int, progress: bool, desc: str) -> tuple[int, str]:
     from tqdm import tqdm
 
@@ -96,7 +100,7 @@ def _unpack(zip_path: Path, archive: Archive, out: Path) -> Path:
         except zipfile.BadZipFile as exc:
             raise SrDeployError(f"{zip_path} is not a readable zip: {exc}") from None
         src = work / archive.folder
-        found = len(list(src.glob("*.png"))) if src.is_dir() else 0
+        found = _png_count(src)
         if found != archive.images:
             raise SrDeployError(f"{zip_path} unpacked {found} PNG images in {archive.folder}/, "
                                 f"expected {archive.images}")
@@ -113,7 +117,7 @@ def fetch(archive: Archive, out: Path, zip_file: Path | None = None, keep_zip: b
     from .fsutil import ensure_writable_dir
 
     dest = out / archive.folder
-    if dest.is_dir() and len(list(dest.glob("*.png"))) == archive.images:
+    if _png_count(dest) == archive.images:
         return {"folder": str(dest), "images": archive.images, "status": "already present"}
     if dest.exists():
         raise SrDeployError(f"{dest} exists but is not a complete {archive.folder} "

@@ -109,7 +109,7 @@ def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: s
     reference_runner = TFLiteRunner(model_content=calibrated)
     reference = [reference_runner(f[None])[0] for f in judge]
     before = worst_crop_psnr(ptq_float_io, reference, judge)
-    report = {**result.to_json(), "learned_ranges": True, "fidelity_db_before": round(before, 3)}
+    report = {**result.to_json(), "learned_ranges": graph.learn_ranges, "fidelity_db_before": round(before, 3)}
     try:
         after = worst_crop_psnr(quantize_calibrated(tuned, "float32"), reference, judge)
     except SrDeployError as exc:  # e.g. XNNPACK refusing a scale ratio: never lose the export to QAT

@@ -145,6 +145,10 @@ class TFLiteGraph(nn.Module):
         self.range_zero = nn.ParameterDict()
         self.group_of: dict[int, str] = {}
         self.scale_bounds: dict[str, tuple[float, float]] = {}
+        from .ranges import _image_tensors
+
+        #: input, output and what feeds the output through rearranging ops: their ranges are the image's
+        self.image_tensors = _image_tensors(self._model)
         self._range_groups()
 
     # -- learnable ranges --------------------------------------------------------------------------
@@ -162,8 +166,6 @@ class TFLiteGraph(nn.Module):
         """Tensors that share one scale (same-scale ops joining equal qparams) form a group with one
         learnable (scale, zero point); the image-side tensors and fixed-range outputs (LOGISTIC's
         1/256) keep the converter's."""
-        from .ranges import _image_tensors
-
         parent = {i: i for i in self.qparams}
 
         def find(i):
@@ -172,7 +174,7 @@ class TFLiteGraph(nn.Module):
                 i = parent[i]
             return i
 
-        fixed = set(_image_tensors(self._model))
+        fixed = set(self.image_tensors)
         # pooled statistics (1x1 spatial, e.g. the contrast/mean of channel attention): a batch gives
         # them only N*C values, and learned on so few their scales collapsed to 0 within 60 steps on
         # IMDN x4 (XNNPACK then refuses the model), so they keep the converter's ranges
@@ -462,13 +464,12 @@ def error_by_group(graph: TFLiteGraph, x: torch.Tensor) -> dict[str, float]:
         by_kind.setdefault(op.kind, set()).add(op.outputs[0])
     concat_scales = {graph.qparams[o][0] for o in by_kind.get("CONCATENATION", set())}
     shared = {i for i in graph.qparams if graph.qparams[i][0] in concat_scales}
-    image = {graph.input_index, graph.output_index} | {op.inputs[0] for op in graph.ops if op.kind == "DEPTH_TO_SPACE"}
     res = {"all": psnr(None, True), "weights only": psnr(set(), True), "activations only": psnr(None, False)}
     for kind, outs in sorted(by_kind.items()):
         res[f"{kind} outputs only ({len(outs)})"] = psnr(outs, False)
     if shared:
         res[f"concat-shared scale group only ({len(shared)})"] = psnr(shared, False)
-    res["image input/output only"] = psnr(image, False)
+    res["image input/output only"] = psnr(set(graph.image_tensors), False)
     return res
 
 

@@ -233,13 +233,15 @@ def select_ranges(calibrated: bytes, frames: np.ndarray, held_out: np.ndarray, m
     reference = [reference_runner(f[None])[0] for f in held_out]
     samples = activation_samples(calibrated, frames, seed)
     choice = RangeChoice("minmax", held_out_frames=len(held_out))
-    float_io: dict[str, bytes] = {}  # each candidate quantized with float I/O for the comparison
+    ranged: dict[str, bytes] = {}  # each candidate's calibrated graph, and quantized with float I/O
+    float_io: dict[str, bytes] = {}
     for cand in ("minmax",) + tuple(f"p{p:g}" for p in PERCENTILES):
-        float_io[cand] = quantize_calibrated(with_ranges(calibrated, cand, samples), "float32")
+        ranged[cand] = with_ranges(calibrated, cand, samples)
+        float_io[cand] = quantize_calibrated(ranged[cand], "float32")
         choice.fidelity_db[cand] = worst_crop_psnr(float_io[cand], reference, held_out)
         log(f"  ranges {cand:>8}: INT8 vs float, worst of {len(held_out)} held-out crops {choice.fidelity_db[cand]:.2f} dB")
     choice.method = max(choice.fidelity_db, key=choice.fidelity_db.get)
-    choice.calibrated = with_ranges(calibrated, choice.method, samples)
+    choice.calibrated = ranged[choice.method]
     if io == "float32":
         return float_io[choice.method], choice
     return quantize_calibrated(choice.calibrated, io), choice
