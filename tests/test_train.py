@@ -156,7 +156,8 @@ def _train_cli(*args, tmp_path):
     return run_cli("srdeploy.train.cli", *args, "--no-progress", cwd=tmp_path)
 
 
-@pytest.mark.parametrize("case", ["no_images", "patch_too_large", "teacher_scale", "corrupt_resume", "ema"])
+@pytest.mark.parametrize("case", ["no_images", "patch_too_large", "teacher_scale", "corrupt_resume", "ema",
+                                  "warmup"])
 def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, hr_folder):
     out = tmp_path / "out"
     evald = tmp_path / "eval"  # a separate evaluation folder (training on it is refused; tested below)
@@ -181,6 +182,9 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, hr_folder):
     elif case == "ema":
         args += ["--ema", "1.5"]
         expect = "--ema must be in [0, 1)"
+    elif case == "warmup":
+        args += ["--warmup", "-5"]
+        expect = "--warmup must be >= 0"
     else:
         bad = tmp_path / "last.pt"
         bad.write_bytes(b"\x00garbage" * 10)
@@ -289,3 +293,51 @@ def test_weight_average_resumes_exactly_and_is_what_gets_deployed(hr_folder, tmp
     plain.run(tmp_path / "c")
     with pytest.raises(SrDeployError, match="ema"):
         Trainer(cfg, sampler=straight.sampler).load_state(load_training_checkpoint(tmp_path / "c" / "last.pt"))
+
+
+def test_warmup_ramps_the_rate_then_follows_the_cosine():
+    from srdeploy.train.trainer import cosine_lr
+
+    plain = [cosine_lr(1e-3, k, 100, 0.01) for k in range(100)]
+    warm = [cosine_lr(1e-3, k, 100, 0.01, warmup=10) for k in range(100)]
+    assert warm[0] == pytest.approx(plain[0] / 10) and warm[4] == pytest.approx(plain[4] / 2)
+    assert all(a < b for a, b in zip(warm[:9], warm[1:10]))  # rising through the warm-up
+    assert warm[9:] == plain[9:]  # then exactly the schedule without it
+    assert cosine_lr(1e-3, 0, 100, 0.01, warmup=0) == plain[0]
+
+
+def test_mse_pixel_loss_is_used_for_hr_and_teacher_terms(hr_folder, weights_root):
+    tr = Trainer(_cfg(hr_folder, teacher="imdn", pixel_loss="mse", w_feat=0))
+    lr, hr = tr.sampler.batch(2, step_rng(0, 0))
+    with torch.no_grad():
+        _, parts = tr.loss(tr.student, lr, hr)
+        sr, t_sr = tr.student(lr), tr.teacher(lr)
+    assert parts["hr"] == pytest.approx(float(torch.nn.functional.mse_loss(sr, hr)), rel=1e-5)
+    assert parts["out"] == pytest.approx(float(torch.nn.functional.mse_loss(sr, t_sr)), rel=1e-5)
+    assert "feat" not in parts
+    l1 = Trainer(_cfg(hr_folder, teacher="imdn", w_feat=0), sampler=tr.sampler)
+    l1.student.load_state_dict(tr.student.state_dict())
+    with torch.no_grad():
+        assert l1.loss(l1.student, lr, hr)[1]["hr"] == pytest.approx(float(torch.nn.functional.l1_loss(sr, hr)), rel=1e-5)
+    # MSE training still lowers the held-out squared error
+    held_lr, held_hr = tr.sampler.batch(8, step_rng(123, 0))
+
+    def held_out():
+        with torch.no_grad():
+            tr.student.eval()
+            return float(torch.nn.functional.mse_loss(tr.student(held_lr), held_hr))
+
+    before = held_out()
+    for k in range(30):
+        tr.train_step(tr.student, tr.opt, k, 30)
+    assert held_out() < before
+    with pytest.raises(SrDeployError, match="pixel-loss"):
+        _cfg(hr_folder, pixel_loss="l3")
+
+
+def test_resume_refuses_a_different_pixel_loss(hr_folder, tmp_path):
+    first = Trainer(_cfg(hr_folder, steps=1))
+    first.run(tmp_path / "a")
+    with pytest.raises(SrDeployError, match="pixel_loss"):
+        Trainer(_cfg(hr_folder, steps=2, pixel_loss="mse"), sampler=first.sampler).load_state(
+            load_training_checkpoint(tmp_path / "a" / "last.pt"))

@@ -58,6 +58,13 @@ def build_parser() -> OneLineParser:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay to 1%%)")
     p.add_argument("--w-out", type=float, default=0.5, help="weight of the L1 to the teacher's output")
     p.add_argument("--w-feat", type=float, default=0.1, help="weight of the feature distillation L1")
+    p.add_argument("--warmup", type=int, default=0, metavar="STEPS",
+                   help="raise the learning rate linearly over the first STEPS steps (default 0); spares a "
+                        "fine-tune the jolt of Adam's first full-size steps")
+    p.add_argument("--pixel-loss", choices=("l1", "mse"), default="l1",
+                   help="loss of the HR and teacher-output terms: l1 (default), or mse, PSNR's own criterion, "
+                        "for a final low-rate fine-tune (use with --w-feat 0: an L1 feature term would "
+                        "outweigh the much smaller squared errors)")
     p.add_argument("--init", choices=("interp", "random"), default="interp",
                    help="interp: start as a bilinear upscaler (residual learning); random: plain init")
     p.add_argument("--init-weights", default=None, metavar="PTH",
@@ -118,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       distill_frac=args.distill_frac, teacher=teacher,
                       teacher_scale=args.teacher_scale, teacher_weights=args.teacher_weights, steps=args.steps,
                       patch=args.patch, batch=args.batch, lr=args.lr, w_out=args.w_out, w_feat=args.w_feat,
+                      pixel_loss=args.pixel_loss, warmup=args.warmup,
                       seed=args.seed, ema=args.ema, init=args.init, init_weights=args.init_weights, eval_every=args.eval_every,
                       ckpt_every=args.ckpt_every, eval_data=eval_data, device=args.device, threads=args.threads)
     if args.prune_to is not None and not 0 < args.prune_to <= 1:

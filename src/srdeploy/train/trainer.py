@@ -28,6 +28,7 @@ from .init import interpolation_init
 __all__ = ["TrainConfig", "Trainer", "save_atomic", "load_training_checkpoint", "evaluate_psnr"]
 
 CHECKPOINT_FORMAT = "srdeploy-train-1"
+PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
 @dataclass
@@ -47,9 +48,16 @@ class TrainConfig:
     batch: int = 16
     lr: float = 1e-3
     lr_min_ratio: float = 0.01
+    # Linear learning-rate warm-up over the first steps. A fine-tune restarts Adam with empty moment
+    # estimates, so its first steps move every weight by about the full rate at once; measured here:
+    # 20 steps at 5e-5 from a converged model cost 0.03 dB Set5 even through a 0.999 weight average.
+    warmup: int = 0
     w_hr: float = 1.0  # L1 to HR
     w_out: float = 0.5  # L1 to the teacher's output
     w_feat: float = 0.1  # multi-anchor feature L1
+    # Pixel loss of the HR and teacher-output terms. "mse" is PSNR's own criterion: the usual last
+    # stage of efficient-SR schedules (L1 first for robustness, then an L2 fine-tune at a low rate).
+    pixel_loss: str = "l1"
     seed: int = 0
     # Exponential moving average of the weights (0 = off). The averaged copy is what is evaluated
     # and written; it smooths the step-to-step noise of small-batch fine-tuning (BasicSR's ema_decay).
@@ -67,6 +75,10 @@ class TrainConfig:
             raise SrDeployError("--steps must be >= 1 (0 only with --init-weights: fuse/prune an existing model)")
         if self.batch < 1:
             raise SrDeployError("--batch must be >= 1")
+        if self.pixel_loss not in PIXEL_LOSSES:
+            raise SrDeployError(f"--pixel-loss must be one of {', '.join(PIXEL_LOSSES)}, got {self.pixel_loss!r}")
+        if self.warmup < 0:
+            raise SrDeployError(f"--warmup must be >= 0, got {self.warmup}")
         if not 0 <= self.ema < 1:
             raise SrDeployError(f"--ema must be in [0, 1), got {self.ema}")
         if self.distill_data:
@@ -121,9 +133,10 @@ def evaluate_psnr(model: nn.Module, folder: str | os.PathLike, scale: int) -> fl
     return res.psnr_y
 
 
-def cosine_lr(base: float, step: int, total: int, min_ratio: float) -> float:
+def cosine_lr(base: float, step: int, total: int, min_ratio: float, warmup: int = 0) -> float:
     t = min(max(step, 0), total) / max(total, 1)
-    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    return ramp * base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 class Trainer:
@@ -189,8 +202,10 @@ class Trainer:
 
     def load_state(self, ckpt: dict) -> None:
         c = ckpt.get("config", {})
-        defaults = {"distill_data": [], "distill_frac": 0.5, "ema": 0.0}  # checkpoints made before these options
-        for key in ("model", "scale", "teacher", "patch", "batch", "seed", "distill_data", "distill_frac", "ema"):
+        defaults = {"distill_data": [], "distill_frac": 0.5, "ema": 0.0,  # checkpoints made before these options
+                    "pixel_loss": "l1"}
+        for key in ("model", "scale", "teacher", "patch", "batch", "seed", "distill_data", "distill_frac", "ema",
+                    "pixel_loss"):
             if c.get(key, defaults.get(key)) != getattr(self.cfg, key):
                 raise SrDeployError(f"resume checkpoint was made with {key}={c.get(key, defaults.get(key))!r}, "
                                     f"this run has {getattr(self.cfg, key)!r}")
@@ -218,7 +233,8 @@ class Trainer:
         finally:
             if s_tap:
                 s_tap.remove()
-        parts = {"hr": F.l1_loss(sr[:len(hr)], hr)}
+        pixel = PIXEL_LOSSES[cfg.pixel_loss]
+        parts = {"hr": pixel(sr[:len(hr)], hr)}
         total = cfg.w_hr * parts["hr"]
         if self.teacher is not None and (cfg.w_out > 0 or use_feat):
             t_tap = FeatureTap(anchor_modules(self.teacher)) if use_feat else None
@@ -229,7 +245,7 @@ class Trainer:
                 if t_tap:
                     t_tap.remove()
             if cfg.w_out > 0:
-                parts["out"] = F.l1_loss(sr, t_sr)
+                parts["out"] = pixel(sr, t_sr)
                 total = total + cfg.w_out * parts["out"]
             if use_feat:
                 parts["feat"] = feature_loss(s_tap.features, t_tap.features, self.adapters, self.pairs)
@@ -240,7 +256,8 @@ class Trainer:
                    with_features: bool = True, stream: int = 0, base_lr: float | None = None) -> dict:
         cfg = self.cfg
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(base_lr or cfg.lr, step, total_steps, cfg.lr_min_ratio)
+            g["lr"] = cosine_lr(base_lr or cfg.lr, step, total_steps, cfg.lr_min_ratio,
+                                cfg.warmup if base_lr is None else 0)
         n_hr, n_d = self.split_batch()
         lr, hr = self.sampler.batch(n_hr, step_rng(cfg.seed, step, stream))
         if n_d:  # an independent stream, so adding distillation data leaves the HR batches unchanged
