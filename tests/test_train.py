@@ -62,19 +62,19 @@ def test_bilinear_init_computes_bilinear_upscale():
         assert (net(x) - ref)[..., 2:-2, 2:-2].abs().max() < 1e-5
 
 
+def _held_out_loss(tr: Trainer, lr, hr, loss=torch.nn.functional.l1_loss) -> float:
+    with torch.no_grad():
+        tr.student.eval()
+        return float(loss(tr.student(lr), hr))
+
+
 def test_few_steps_lower_the_loss(hr_folder):
     tr = Trainer(_cfg(hr_folder, init="random"))
     lr, hr = tr.sampler.batch(8, step_rng(123, 0))
-
-    def held_out_loss():
-        with torch.no_grad():
-            tr.student.eval()
-            return float(torch.nn.functional.l1_loss(tr.student(lr), hr))
-
-    before = held_out_loss()
+    before = _held_out_loss(tr, lr, hr)
     for k in range(40):
         tr.train_step(tr.student, tr.opt, k, 40)
-    after = held_out_loss()
+    after = _held_out_loss(tr, lr, hr)
     assert after < 0.7 * before, (before, after)
 
 
@@ -321,16 +321,10 @@ def test_mse_pixel_loss_is_used_for_hr_and_teacher_terms(hr_folder, weights_root
         assert l1.loss(l1.student, lr, hr)[1]["hr"] == pytest.approx(float(torch.nn.functional.l1_loss(sr, hr)), rel=1e-5)
     # MSE training still lowers the held-out squared error
     held_lr, held_hr = tr.sampler.batch(8, step_rng(123, 0))
-
-    def held_out():
-        with torch.no_grad():
-            tr.student.eval()
-            return float(torch.nn.functional.mse_loss(tr.student(held_lr), held_hr))
-
-    before = held_out()
+    before = _held_out_loss(tr, held_lr, held_hr, torch.nn.functional.mse_loss)
     for k in range(30):
         tr.train_step(tr.student, tr.opt, k, 30)
-    assert held_out() < before
+    assert _held_out_loss(tr, held_lr, held_hr, torch.nn.functional.mse_loss) < before
     with pytest.raises(SrDeployError, match="pixel-loss"):
         _cfg(hr_folder, pixel_loss="l3")
 
@@ -341,3 +335,40 @@ def test_resume_refuses_a_different_pixel_loss(hr_folder, tmp_path):
     with pytest.raises(SrDeployError, match="pixel_loss"):
         Trainer(_cfg(hr_folder, steps=2, pixel_loss="mse"), sampler=first.sampler).load_state(
             load_training_checkpoint(tmp_path / "a" / "last.pt"))
+
+
+def test_average_writes_the_mean_of_runs_and_refuses_mixed_shapes(tmp_path):
+    """sr-train --average: the uniform weight average of deploy-form files ("model soup")."""
+    import json
+
+    from srdeploy.train.cli import save_deploy_weights
+
+    files = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = create_model("dipnet_lite", 2, pretrained=False)
+        files.append(tmp_path / f"run{seed}.pth")
+        save_deploy_weights(net, files[-1], {})
+    evald = tmp_path / "eval"
+    evald.mkdir()
+    write_image(evald / "e.png", synthetic_image(40, 48, seed=5))
+    out = tmp_path / "soup"
+    proc = _train_cli("--average", *map(str, files), "--eval-data", str(evald), "--out", str(out), "--json",
+                      tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert np.isfinite(report["set5_psnr_y"]) and report["averaged"] == [str(f) for f in files]
+    a, b = (torch.load(f, weights_only=True)["state_dict"] for f in files)
+    soup = create_model("dipnet_lite", 2, weights=report["weights"]).state_dict()
+    assert all(torch.allclose(soup[k], (a[k] + b[k]) / 2) for k in a)
+    assert not torch.equal(soup["conv_1.weight"], a["conv_1.weight"])
+    # a pruned run has other shapes; a single file is no average: one line, exit 2, nothing written
+    pruned = tmp_path / "pruned.pth"
+    save_deploy_weights(prune_dipnet(create_model("dipnet_lite", 2, pretrained=False), 16), pruned, {})
+    for args, expect in (([str(files[0]), str(pruned)], "only runs of one architecture"),
+                         ([str(files[0])], "at least two")):
+        bad_out = tmp_path / "bad"
+        proc = _train_cli("--average", *args, "--eval-data", str(evald), "--out", str(bad_out), tmp_path=tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and expect in lines[0], proc.stderr
+        assert not bad_out.exists()

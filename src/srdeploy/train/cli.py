@@ -72,6 +72,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
                         "evaluate/write it instead of the last step's weights (default 0: off)")
+    p.add_argument("--average", nargs="+", metavar="PTH", default=None,
+                   help="train nothing: write the uniform average of these deploy-form weight files (runs "
+                        "fine-tuned from one ancestor, a 'model soup') as <model>_x<scale>.pth, evaluated "
+                        "like a trained model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/train", help="output folder")
     p.add_argument("--resume", default=None, help="continue from a last.pt checkpoint")
@@ -106,9 +110,48 @@ def _within(folder: str, outer: str | None) -> bool:
     return f == o or o in f.parents
 
 
+def _evaluate(model, eval_data: str | None, custom_eval: bool, scale: int) -> dict:
+    """Set5 (or --eval-data) PSNR-Y, plus Set14 when evaluating on the default Set5."""
+    from .trainer import evaluate_psnr
+
+    scores = {}
+    if eval_data:
+        scores["set5_psnr_y"] = round(evaluate_psnr(model, eval_data, scale), 4)
+        set14 = _default("Set14")
+        if set14 and not custom_eval:
+            scores["set14_psnr_y"] = round(evaluate_psnr(model, set14, scale), 4)
+    return scores
+
+
+def _average(args, eval_data: str | None) -> int:
+    from ..fsutil import atomic_write_json, ensure_writable_dir
+    from ..models import create_model
+    from .soup import average_weights
+
+    state = average_weights(args.average)
+    model = create_model(args.model, args.scale, weights=args.average[0]).eval()  # its shape, pruned or not
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise SrDeployError(f"the averaged weights do not fit {args.model}: {str(exc).splitlines()[0]}") from None
+    out = Path(args.out)
+    ensure_writable_dir(out)
+    name = f"{args.model}_x{args.scale}"
+    report = {"averaged": [str(p) for p in args.average], **_evaluate(model, eval_data, args.eval_data is not None,
+                                                                     args.scale)}
+    save_deploy_weights(model, out / f"{name}.pth", {"trained_with": "sr-train --average", **report})
+    report["weights"] = str(out / f"{name}.pth")
+    atomic_write_json(out / "train_report.json", report)
+    print(json.dumps(report, indent=2) if args.json else
+          f"{name}: average of {len(args.average)} runs"
+          + "".join(f", {k.split('_')[0].capitalize()} PSNR-Y {v:.3f} dB" for k, v in report.items() if k.endswith("psnr_y"))
+          + f"\nweights: {report['weights']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .trainer import TrainConfig, Trainer, evaluate_psnr, load_training_checkpoint
+    from .trainer import TrainConfig, Trainer, load_training_checkpoint
 
     data = args.data or ([d] if (d := _default("div2k/HR")) else None)
     if not data:
@@ -118,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in [*data, *distill]:
         if _within(d, eval_data):
             raise SrDeployError(f"training folder {d} is the evaluation set: train on DIV2K, evaluate on Set5")
+    if args.average:
+        return _average(args, eval_data)
     teacher = None if args.teacher.lower() == "none" else args.teacher
     ckpt = load_training_checkpoint(args.resume) if args.resume else None
     out = Path(args.out)
@@ -147,11 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "torch": torch.__version__,
                     "params_train_form": sum(p.numel() for p in trainer.student.parameters()),
                     "params_deploy": sum(p.numel() for p in deploy.parameters())}
-    if eval_data:
-        report["set5_psnr_y"] = round(evaluate_psnr(deploy, eval_data, cfg.scale), 4)
-        set14 = _default("Set14")
-        if set14 and args.eval_data is None:
-            report["set14_psnr_y"] = round(evaluate_psnr(deploy, set14, cfg.scale), 4)
+    report.update(_evaluate(deploy, eval_data, args.eval_data is not None, cfg.scale))
     meta = {"trained_with": "sr-train", "steps": trainer.step, "config": asdict(cfg),
             **{k: report[k] for k in ("set5_psnr_y", "set14_psnr_y") if k in report}}
     save_deploy_weights(deploy, out / f"{name}.pth", meta)
