@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections import Counter
 import json
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ import torch.nn as nn
 from srdeploy.export.formats import convert_onnx2tf, export_onnx
 from srdeploy.export.rewrites import apply_rewrites
 from srdeploy.models import create_model
+from srdeploy.runtime import TFLiteRunner
 
 
 def receptive_radius(net: nn.Module, scale: int, rows: int = 128, width: int = 48) -> int:
@@ -98,8 +100,6 @@ def main() -> None:
     with torch.no_grad():
         ref = net(x).numpy().transpose(0, 2, 3, 1)
     report = {"model": a.model, "scale": a.scale, "size": [a.height, a.width], "halo": halo, "strips": {}}
-    from ai_edge_litert.interpreter import Interpreter
-
     for n in a.strips:
         dest = Path(a.out) / f"strips{n}"
         tiled = StripTiled(net, n, halo, a.scale).eval()
@@ -112,14 +112,9 @@ def main() -> None:
             fp32 = convert_onnx2tf(onnx_path, Path(tmp) / "tf")["fp32"]
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copy(fp32, dest / "model_fp32.tflite")
-        it = Interpreter(str(dest / "model_fp32.tflite"), num_threads=2)
-        it.allocate_tensors()
-        it.set_tensor(it.get_input_details()[0]["index"], x.numpy().transpose(0, 2, 3, 1))
-        it.invoke()
-        out = it.get_tensor(it.get_output_details()[0]["index"])
-        ops: dict[str, int] = {}
-        for op in it._get_ops_details():
-            ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+        runner = TFLiteRunner(dest / "model_fp32.tflite", threads=2)
+        out = runner(x.numpy().transpose(0, 2, 3, 1))
+        ops = dict(Counter(d["op_name"] for d in runner.interpreter._get_ops_details()))
         rows = a.height + 2 * halo * (n - 1)
         report["strips"][n] = {"torch_max_diff_vs_whole": torch_diff,
                                "tflite_max_diff_vs_torch": float(np.abs(out - ref).max()),

@@ -337,9 +337,12 @@ def test_resume_refuses_a_different_pixel_loss(hr_folder, tmp_path):
             load_training_checkpoint(tmp_path / "a" / "last.pt"))
 
 
-def test_average_writes_the_mean_of_runs_and_refuses_mixed_shapes(tmp_path):
-    """sr-train --average: the uniform weight average of deploy-form files ("model soup")."""
+def test_average_writes_the_mean_of_runs_and_refuses_mixed_shapes(tmp_path, monkeypatch):
+    """sr-train --average: the uniform weight average of deploy-form files ("model soup"); it trains
+    nothing, so it needs no training data."""
     import json
+
+    monkeypatch.setenv("SRDEPLOY_DATA", str(tmp_path / "no-data-here"))
 
     from srdeploy.train.cli import save_deploy_weights
 

@@ -126,14 +126,11 @@ def _evaluate(model, eval_data: str | None, custom_eval: bool, scale: int) -> di
 def _average(args, eval_data: str | None) -> int:
     from ..fsutil import atomic_write_json, ensure_writable_dir
     from ..models import create_model
-    from .soup import average_weights
+    from .soup import average_models
 
-    state = average_weights(args.average)
-    model = create_model(args.model, args.scale, weights=args.average[0]).eval()  # its shape, pruned or not
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise SrDeployError(f"the averaged weights do not fit {args.model}: {str(exc).splitlines()[0]}") from None
+    # create_model reads each file as --weights does (its shape, pruned or not, and its errors)
+    model = average_models([create_model(args.model, args.scale, weights=p) for p in args.average],
+                           args.average).eval()
     out = Path(args.out)
     ensure_writable_dir(out)
     name = f"{args.model}_x{args.scale}"
@@ -153,16 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .trainer import TrainConfig, Trainer, load_training_checkpoint
 
+    eval_data = args.eval_data or _default("Set5")
+    if args.average:  # trains nothing: needs no training data
+        return _average(args, eval_data)
     data = args.data or ([d] if (d := _default("div2k/HR")) else None)
     if not data:
         raise SrDeployError("no training data: pass --data DIR (HR images) or set SRDEPLOY_DATA")
-    eval_data = args.eval_data or _default("Set5")
     distill = args.distill_data or []
     for d in [*data, *distill]:
         if _within(d, eval_data):
             raise SrDeployError(f"training folder {d} is the evaluation set: train on DIV2K, evaluate on Set5")
-    if args.average:
-        return _average(args, eval_data)
     teacher = None if args.teacher.lower() == "none" else args.teacher
     ckpt = load_training_checkpoint(args.resume) if args.resume else None
     out = Path(args.out)
