@@ -41,8 +41,12 @@ def test_repconv_fusion_is_exact(cin, cout, branches, bias, hw, seed):
     x = torch.randn(2, cin, *hw, generator=torch.Generator().manual_seed(seed + 1))
     fused = block.to_conv()
     with torch.no_grad():
-        diff = (block(x) - fused(x)).abs().max().item()
-    assert diff <= TOL, f"branches={sorted(branches)} bias={bias}: max |diff| {diff}"
+        ref = block(x)
+        diff = (ref - fused(x)).abs().max().item()
+    # float32 rounding grows with the values summed: the bound is relative to the output's magnitude
+    # (Hypothesis found 1.24e-5 on outputs of magnitude ~10 with three chained expand branches)
+    bound = TOL * max(1.0, ref.abs().max().item())
+    assert diff <= bound, f"branches={sorted(branches)} bias={bias}: max |diff| {diff} > {bound}"
 
 
 def test_bias_padding_is_what_makes_the_border_exact():

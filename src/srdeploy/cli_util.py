@@ -45,3 +45,20 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
         print(f"{prog}: internal error: {type(exc).__name__}: {msg} (set SRDEPLOY_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return 1
+
+
+def check_output_file(path: str | None, flag: str) -> None:
+    """Before any work: *path* (a file the command will write, e.g. ``--json``) can be created.
+    Nothing is created here; a missing parent folder counts as unwritable."""
+    if path is None:
+        return
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise SrDeployError(f"{flag} {path} is a folder, not a file")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise SrDeployError(f"{flag} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise SrDeployError(f"{flag} {path} is not writable")

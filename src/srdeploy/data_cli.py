@@ -147,8 +147,8 @@ def fetch(archive: Archive, out: Path, zip_file: Path | None = None, keep_zip: b
                 "bytes": size, "sha256": digest}
     finally:
         tmp.unlink(missing_ok=True)
-        if created and not done:  # a folder this call made, for a fetch that failed: leave nothing
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None and not done:  # folders this call made, for a fetch that failed: leave nothing
+            shutil.rmtree(created, ignore_errors=True)
 
 
 def build_parser() -> OneLineParser:

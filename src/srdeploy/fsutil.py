@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import SrDeployError
 
-__all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir"]
+__all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir", "FolderLock", "swap_in"]
 
 
 def _tmp_beside(dest: Path) -> Path:
@@ -39,15 +39,19 @@ def atomic_write_json(dest: Path, obj) -> None:
     atomic_write(dest, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
 
 
-def ensure_writable_dir(path: Path) -> bool:
-    """Make sure *path* can take files; return True when it was created here (for clean-up)."""
-    created = False
+def ensure_writable_dir(path: Path) -> Path | None:
+    """Make sure *path* can take files; return the topmost folder created here (clean-up removes
+    that one, so no parent made for a failed command is left behind), or None."""
+    created = None
     try:
         if path.exists() and not path.is_dir():
-            raise SrDeployError(f"output path {path} exists and is not a directory")
+            raise SrDeployError(f"output directory {path} is not writable: it exists and is not a directory")
         if not path.exists():
+            top = path
+            while not top.parent.exists() and top.parent != top:
+                top = top.parent
             path.mkdir(parents=True)
-            created = True
+            created = top
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)
         probe.close()
     except SrDeployError:
@@ -55,3 +59,45 @@ def ensure_writable_dir(path: Path) -> bool:
     except OSError as exc:
         raise SrDeployError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
     return created
+
+
+class FolderLock:
+    """An exclusive, non-blocking lock on writing folder *path* (``flock`` on a hidden file beside it):
+    a second writer gets a one-line refusal instead of mixing its files with the first one's."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.parent / f".{path.name}.lock"
+        self.fd: int | None = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = os.open(self.file, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise SrDeployError(f"another process is writing {self.path} (lock {self.file.name}); "
+                                "wait for it or choose another --out") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            self.file.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
+def swap_in(staged: Path, final: Path) -> None:
+    """Replace folder *final* by the complete folder *staged* (same parent) with renames: a reader
+    sees the old folder or the new one, never a mix."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.rmdir(old)
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Image I/O and the papers' quality metrics (PSNR on BT.601 Y, border crop, uint8 outputs)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,35 +11,94 @@ from .errors import SrDeployError
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image as HxWx3 uint8 RGB (grayscale is repeated to three channels, alpha dropped)."""
-    import cv2
+#: default limit on the pixels of one decoded image (4096×4096 = 16.8 MP): a 389 KB PNG can claim
+#: 20000×20000 and decode into gigabytes. ``SRDEPLOY_MAX_PIXELS`` or a tool's ``--max-pixels`` raises it.
+DEFAULT_MAX_PIXELS = 1 << 24
+_max_pixels: int | None = None
 
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
-    if img is None:
-        raise SrDeployError(f"cannot read image {path}")
-    if img.dtype != np.uint8:
-        img = (img / 257).round().astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(img)
+
+def max_pixels() -> int:
+    if _max_pixels is not None:
+        return _max_pixels
+    try:
+        return max(1, int(os.environ.get("SRDEPLOY_MAX_PIXELS", DEFAULT_MAX_PIXELS)))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def set_max_pixels(n: int | None) -> None:
+    """Set the decoded-pixel limit for this process (``None``: back to the default/environment)."""
+    global _max_pixels
+    if n is not None and n < 1:
+        raise SrDeployError(f"--max-pixels must be >= 1, got {n}")
+    _max_pixels = n
+
+
+def _check_pixels(path, h: int, w: int) -> None:
+    limit = max_pixels()
+    if h * w > limit:
+        raise SrDeployError(f"{Path(path).name} is {w}x{h} = {h * w / 1e6:.1f} MP, above the limit of "
+                            f"{limit / 1e6:.1f} MP (raise it with --max-pixels or SRDEPLOY_MAX_PIXELS)")
+
+
+def _header_size(path) -> tuple[int, int] | None:
+    """``(h, w)`` from the file's header without decoding the pixels (Pillow reads headers lazily);
+    None for a format Pillow does not know (OpenCV's own pixel limit still applies then)."""
+    try:
+        import warnings
+
+        from PIL import Image
+
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # srdeploy's own limit decides
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as im:
+                    w, h = im.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        return h, w
+    except Exception:
+        return None
+
+
+def _to_uint8(img: np.ndarray, path) -> np.ndarray:
+    """8-bit as is; 16-bit by its range (/257); float by its range when it lies in [0, 1]."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img / 257.0).round().astype(np.uint8)
+    if img.dtype in (np.float32, np.float64, np.float16):
+        lo, hi = (float(np.nanmin(img)), float(np.nanmax(img))) if img.size else (0.0, 0.0)
+        if not np.isfinite(img).all() or lo < -1e-6 or hi > 1 + 1e-6:
+            raise SrDeployError(f"{Path(path).name}: floating-point image with values outside [0, 1] "
+                                f"(min {lo:g}, max {hi:g}); save it as an 8- or 16-bit image")
+        return np.clip(np.round(img.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    raise SrDeployError(f"{Path(path).name}: {img.dtype} pixels are not supported (8-bit, 16-bit or float in [0, 1])")
 
 
 def read_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """``(rgb uint8 HxWx3, alpha uint8 HxW or None, was_grayscale)`` — for tools that write images back."""
+    """``(rgb uint8 HxWx3, alpha uint8 HxW or None, was_grayscale)`` — for tools that write images back.
+
+    Refused with a one-line error: unreadable files, images above :func:`max_pixels` (checked from
+    the header before decoding), pixel types other than 8/16-bit integer or float in [0, 1]."""
     import cv2
 
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    path = Path(path)
+    if not path.is_file():
+        raise SrDeployError(f"cannot read image {path}")
+    hw = _header_size(path)
+    if hw is not None:
+        _check_pixels(path, *hw)
+    data = np.fromfile(str(path), dtype=np.uint8)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error:
+        img = None
     if img is None:
         raise SrDeployError(f"cannot read image {path}")
-    if img.dtype == np.uint16:
-        img = (img / 257).round().astype(np.uint8)
+    _check_pixels(path, img.shape[0], img.shape[1])
+    img = _to_uint8(img, path)
     alpha = None
     gray = img.ndim == 2 or img.shape[2] == 1
     if gray:
@@ -47,9 +107,16 @@ def read_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
     elif img.shape[2] == 4:
         alpha = np.ascontiguousarray(img[:, :, 3])
         rgb = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
+    elif img.shape[2] == 3:
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    else:
+        raise SrDeployError(f"{path.name}: {img.shape[2]}-channel images are not supported")
     return np.ascontiguousarray(rgb.astype(np.uint8)), alpha, gray
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image as HxWx3 uint8 RGB (grayscale is repeated to three channels, alpha dropped)."""
+    return read_image(path)[0]
 
 
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, gray: bool = False) -> None:

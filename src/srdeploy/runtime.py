@@ -5,20 +5,125 @@ own layout, so parity, evaluation and benchmarks compare like with like.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SrDeployError
 
-__all__ = ["TorchRunner", "OnnxRunner", "TFLiteRunner", "open_artifact"]
+__all__ = ["TorchRunner", "OnnxRunner", "TFLiteRunner", "open_artifact", "check_sr_io", "Deadline",
+           "native_stderr_filtered"]
+
+#: lines native code prints on stderr that no user can act on: LiteRT's INFO notices (no switch) and
+#: TensorFlow's import-time absl messages (printed before TF_CPP_MIN_LOG_LEVEL is consulted)
+_NATIVE_NOISE = (r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
+                 r"INFO: Initialized TensorFlow Lite runtime\.",
+                 r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+                 r"[IW]\d{4} [\d:. ]+\d+ (cudart_stub|port|cuda_\w+|gpu_device)\.cc:\d+\] .*",
+                 # the MLIR quantizer's summary of its own settings
+                 r"fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+")
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(drop: tuple[str, ...] = _NATIVE_NOISE):
+    """Capture what native code writes to file descriptor 2 inside the block and pass it on without
+    the *drop* lines. (LiteRT logs through C++ straight to fd 2, below Python's sys.stderr, and its
+    INFO messages ignore TF_CPP_MIN_LOG_LEVEL, so filtering the descriptor is the only switch.)"""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded use): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as cap:
+        os.dup2(cap.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            cap.seek(0)
+            import re
+
+            noise = re.compile("|".join(f"(?:{d})" for d in drop))
+            kept = [ln for ln in cap.read().decode(errors="replace").splitlines(keepends=True)
+                    if not noise.fullmatch(ln.strip())]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+class Deadline:
+    """A wall-clock limit on one call into a runtime that cannot be interrupted (LiteRT's invoke has
+    no cancellation in Python): past *seconds*, one line is printed and the process exits with code
+    1, as a hung model must not hang the tool. ``SRDEPLOY_DEADLINE_S`` sets the default (600 s)."""
+
+    def __init__(self, seconds: float | None, what: str) -> None:
+        self.seconds = default_deadline() if seconds is None else seconds
+        self.what = what
+        self._timer: threading.Timer | None = None
+
+    def _expire(self) -> None:
+        prog = Path(sys.argv[0]).name or "srdeploy"
+        try:
+            sys.stderr.write(f"{prog}: error: {self.what} did not finish within {self.seconds:g} s "
+                             "(deadline; raise it with SRDEPLOY_DEADLINE_S)\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(1)
+
+    def __enter__(self):
+        if self.seconds and self.seconds > 0:
+            self._timer = threading.Timer(self.seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def default_deadline() -> float:
+    try:
+        return float(os.environ.get("SRDEPLOY_DEADLINE_S", "600"))
+    except ValueError:
+        return 600.0
+
+
+def check_sr_io(name: str, in_shape, out_shape, channels_last: bool = True) -> None:
+    """An artifact srdeploy's tools can tile: one fixed 4-D RGB input of batch 1 and a 4-D output
+    an integer multiple of it. Anything else is a one-line user error before any work."""
+    def dims(shape):
+        return [d if isinstance(d, (int, np.integer)) and int(d) > 0 else None for d in shape]
+
+    i, o = dims(in_shape), dims(out_shape)
+    if len(i) != 4 or len(o) != 4:
+        raise SrDeployError(f"{name}: input {list(in_shape)} / output {list(out_shape)} are not 4-D images")
+    if None in i or None in o:
+        raise SrDeployError(f"{name}: input {list(in_shape)} has a dynamic or empty dimension; srdeploy runs "
+                            "fixed-shape artifacts (export at a fixed --size)")
+    n, h, w, c = i if channels_last else (i[0], i[2], i[3], i[1])
+    on, oh, ow, oc = o if channels_last else (o[0], o[2], o[3], o[1])
+    if n != 1 or c != 3 or on != 1 or oc != 3:
+        raise SrDeployError(f"{name}: needs a batch-1 RGB image in and out (3 channels), got input "
+                            f"{list(in_shape)} and output {list(out_shape)}")
+    if oh % h or ow % w or oh // h != ow // w:
+        raise SrDeployError(f"{name}: output {oh}x{ow} is not an integer upscale of input {h}x{w}")
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow/absl start-up chatter before TF is imported."""
+    """Import TensorFlow (once) with its start-up chatter filtered out; call before any TF import."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if "tensorflow" not in sys.modules:
+        with native_stderr_filtered():
+            import tensorflow  # noqa: F401
 
 
 class TorchRunner:
@@ -55,9 +160,12 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise SrDeployError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from exc
+            raise SrDeployError(f"cannot load ONNX model {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from exc
+        if not self.session.get_inputs() or not self.session.get_outputs():
+            raise SrDeployError(f"ONNX model {path} has no input or no output")
         self.input = self.session.get_inputs()[0]
         self.output_name = self.session.get_outputs()[0].name
+        self.name = Path(path).name
 
     @property
     def input_shape(self) -> list:
@@ -70,7 +178,8 @@ class OnnxRunner:
             from .imaging import to_uint8
 
             nchw = to_uint8(nchw)
-        (y,) = self.session.run([self.output_name], {self.input.name: nchw})
+        with Deadline(None, f"one inference of {self.name}"):
+            (y,) = self.session.run([self.output_name], {self.input.name: nchw})
         y = y.astype(np.float32) / 255.0 if y.dtype == np.uint8 else y
         return y.transpose(0, 2, 3, 1)
 
@@ -89,12 +198,17 @@ class TFLiteRunner:
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             source = {"model_content": model_content} if model_content is not None else {"model_path": str(path)}
-            self.interpreter = Interpreter(**source, **kwargs)
-            self.interpreter.allocate_tensors()
+            with native_stderr_filtered():
+                self.interpreter = Interpreter(**source, **kwargs)
+                self.interpreter.allocate_tensors()
         except Exception as exc:
-            raise SrDeployError(f"cannot load TFLite model {path or '(in memory)'}: {str(exc).splitlines()[0]}") from exc
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise SrDeployError(f"cannot load TFLite model {path or '(in memory)'}: {first}") from exc
+        if not self.interpreter.get_input_details() or not self.interpreter.get_output_details():
+            raise SrDeployError(f"TFLite model {path or '(in memory)'} has no input or no output")
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        self.name = Path(path).name if path else "(in memory)"
 
     @property
     def input_shape(self) -> list:
@@ -106,7 +220,8 @@ class TFLiteRunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self.input["index"], self._encode(x))
-        self.interpreter.invoke()
+        with Deadline(None, f"one inference of {self.name}"):
+            self.interpreter.invoke()
         return self._decode(self.interpreter.get_tensor(self.output["index"]))
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
@@ -132,8 +247,19 @@ def open_artifact(path: str | Path, threads: int | None = None):
     if not path.is_file():
         raise SrDeployError(f"artifact not found: {path}")
     if path.suffix == ".onnx":
-        return OnnxRunner(path, threads)
+        r = OnnxRunner(path, threads)
+        if len(r.session.get_inputs()) != 1 or len(r.session.get_outputs()) != 1:
+            raise SrDeployError(f"{path.name}: needs exactly one input and one output")
+        check_sr_io(path.name, r.input.shape, r.session.get_outputs()[0].shape, channels_last=False)
+        return r
     if path.suffix == ".tflite":
         quiet_tensorflow()
-        return TFLiteRunner(path, threads)
+        r = TFLiteRunner(path, threads)
+        it = r.interpreter
+        if len(it.get_input_details()) != 1 or len(it.get_output_details()) != 1:
+            raise SrDeployError(f"{path.name}: needs exactly one input and one output, has "
+                                f"{len(it.get_input_details())} and {len(it.get_output_details())}")
+        sig = r.input.get("shape_signature", r.input["shape"])
+        check_sr_io(path.name, [int(v) for v in sig], [int(v) for v in r.output["shape"]])
+        return r
     raise SrDeployError(f"unsupported artifact {path.name}: expected .onnx or .tflite")

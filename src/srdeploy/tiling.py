@@ -82,16 +82,20 @@ def upscale_tiled(run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, scal
     if (ph, pw) != (h, w):  # smaller than one tile: reflect-pad (symmetric) and crop afterwards
         img = np.pad(img, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
     s = scale
-    acc = np.zeros((ph * s, pw * s, img.shape[2]), np.float64)
-    wsum = np.zeros((ph * s, pw * s, 1), np.float64)
+    # float32 sums: at most four weighted terms meet in a pixel, so float64 would only double the
+    # memory of the largest buffer (a 16 MP input at x2: 0.8 GB instead of 1.6 GB)
+    acc = np.zeros((ph * s, pw * s, img.shape[2]), np.float32)
+    wsum = np.zeros((ph * s, pw * s, 1), np.float32)
     for t in plan_tiles(ph, pw, th, tw, overlap):
         out = run(np.ascontiguousarray(img[None, t.y:t.y + th, t.x:t.x + tw]))[0]
-        wt = blend_weights(t, ph, pw, s, overlap)[..., None]
+        wt = blend_weights(t, ph, pw, s, overlap)[..., None].astype(np.float32)
         acc[t.y * s:(t.y + th) * s, t.x * s:(t.x + tw) * s] += out * wt
         wsum[t.y * s:(t.y + th) * s, t.x * s:(t.x + tw) * s] += wt
         if progress:
             progress(1)
-    return (acc / wsum)[: h * s, : w * s].astype(np.float32)
+    acc = acc[: h * s, : w * s]
+    acc /= wsum[: h * s, : w * s]
+    return acc
 
 
 #: (h, w, tile_h, tile_w, overlap, scale) cases the Android tiler is checked against

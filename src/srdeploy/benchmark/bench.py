@@ -85,24 +85,53 @@ def summarize(res: BenchResult) -> None:
     res.p90_ms = t[min(len(t) - 1, max(0, round(0.9 * (len(t) - 1))))]
 
 
+#: seconds one worker request (load, a round of runs, profile) may take before the worker is killed
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the parent dies (Linux prctl PR_SET_PDEATHSIG), so
+    a worker stuck in a hostile model never outlives an sr-bench that was stopped or killed."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class _Worker:
-    def __init__(self, setting: BenchSetting, timeout: float) -> None:
+    def __init__(self, setting: BenchSetting, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.setting, self.timeout = setting, timeout
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(setting.threads))
         self.proc = subprocess.Popen([sys.executable, "-m", "srdeploy.benchmark.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
     def ask(self, **req) -> dict:
+        """Send one request; the reply must come within ``timeout`` seconds or the worker is killed."""
+        import select
+
         try:
             self.proc.stdin.write(json.dumps(req) + "\n")
             self.proc.stdin.flush()
+            ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+            if not ready:
+                self.proc.kill()
+                self.proc.wait()
+                return {"ok": False, "error": f"timed out: no answer to '{req.get('cmd')}' within {self.timeout:g} s "
+                                              "(the worker was killed; --timeout raises the limit)"}
             line = self.proc.stdout.readline()
         except (BrokenPipeError, OSError):
             line = ""
         if not line:
             code = self.proc.poll()
             return {"ok": False, "error": f"worker process died (exit code {code}); the model crashed the runtime"}
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "worker sent an unreadable reply"}
 
     def close(self) -> None:
         try:
@@ -112,17 +141,18 @@ class _Worker:
                 self.proc.wait(timeout=10)
         except Exception:
             self.proc.kill()
+            self.proc.wait()
 
 
 def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10, rounds: int | None = None,
-                   profile: bool = False, log=lambda m: None) -> list[BenchResult]:
+                   profile: bool = False, log=lambda m: None, timeout: float = DEFAULT_TIMEOUT_S) -> list[BenchResult]:
     """Load every setting in its own process, then time ``runs`` invocations each, interleaved in
     ``rounds`` rounds (round-robin across models) so slow drifts of the machine hit all alike."""
     results = [BenchResult(s.model, list(s.size) if s.size else None, s.threads, s.delegate) for s in settings]
     workers: list[_Worker | None] = []
     for s, res in zip(settings, results):
         log(f"loading {s.model}")
-        w = _Worker(s, timeout=600)
+        w = _Worker(s, timeout=timeout)
         reply = w.ask(cmd="load", model=s.model, size=list(s.size) if s.size else None, threads=s.threads,
                       delegate=s.delegate)
         if not reply.get("ok"):
@@ -132,7 +162,7 @@ def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10
             continue
         res.init_ms, res.first_ms = reply["init_ms"], reply["first_ms"]
         res.input, res.output = reply.get("input"), reply.get("output")
-        res.size = [int(v) for v in reply["size"]]
+        res.size = [int(v) for v in reply["size"]] if len(reply.get("size") or []) == 2 else None
         workers.append(w)
     for w, res in zip(workers, results):
         if w is not None and warmup:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli_util import OneLineParser, parse_hw, run_cli
+from ..cli_util import OneLineParser, check_output_file, parse_hw, run_cli
 from ..errors import SrDeployError
 
 PROG = "sr-bench"
@@ -44,6 +44,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--gpu-check", action="store_true",
                    help="only check which ops/tensors the TFLite GPU delegate cannot run; no timing")
     p.add_argument("--json", metavar="FILE", help="write every figure and machine facts as JSON")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="seconds one step of a model (load, a round of runs, profile) may take before its "
+                        "worker process is killed and the row reports the time-out (default 600)")
     return p
 
 
@@ -64,16 +67,26 @@ def _fmt(v, nd=1) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
+def _size_str(size) -> str:
+    return f"{size[0]}x{size[1]}" if size and len(size) == 2 else "?"
+
+
 def _gpu_check(models: list[str], json_path: str | None) -> int:
     from ..fsutil import atomic_write_json
     from .gpu_check import gpu_check
 
-    reports = []
     for m in models:
         if not m.endswith(".tflite"):
             raise SrDeployError(f"--gpu-check needs .tflite models, got {m}")
-        r = gpu_check(m)
+    reports = []
+    for m in models:
+        r = gpu_check(m, check_load=True)
         reports.append(r)
+        if r.error and len(models) == 1:  # the only input is not a model: bad input, one line
+            raise SrDeployError(f"{m} is not a loadable TFLite model: {r.error}")
+        if r.error:
+            print(f"{m}: GPU delegate: FAIL (not a loadable TFLite model: {r.error})")
+            continue
         verdict = "PASS" if r.passed else f"FAIL ({len(r.issues)} issue(s))"
         print(f"{m}: {r.ops} ops, GPU delegate: {verdict}" + (" [quantized model]" if r.quantized else ""))
         for i in r.issues:
@@ -87,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for m in args.models:
         _check_model_arg(m)
+    check_output_file(args.json, "--json")
+    if not args.timeout > 0:
+        raise SrDeployError(f"--timeout must be > 0, got {args.timeout}")
     if args.gpu_check:
         return _gpu_check(args.models, args.json)
     size = parse_hw(args.size, "--size")
@@ -103,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = [BenchSetting(m, size, t, args.delegate if m.endswith(".tflite") else "cpu")
                 for t in threads for m in args.models]
     results = run_benchmarks(settings, warmup=args.warmup, runs=args.runs, rounds=args.rounds,
-                             profile=args.profile, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+                             profile=args.profile, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
+                             timeout=args.timeout)
     attainable = {}
     if args.roofline:
         from ..models import create_model
@@ -112,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for t in threads:
             attainable[t] = attainable_gflops(t)
         for r in results:
-            if r.error or r.median_ms is None:
+            if r.error or r.median_ms is None or r.size is None:
                 continue
             if r.model.endswith(".tflite"):
                 macs = count_macs_tflite(r.model)
@@ -129,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "pct_of_attainable": 100 * gflops / peak}
 
     for r in results:
-        print(f"\n== {r.model}  [{r.size[0] if r.size else '?'}x{r.size[1] if r.size else '?'}, "
-              f"{r.threads} thread(s), {r.delegate}]")
+        print(f"\n== {r.model}  [{_size_str(r.size)}, {r.threads} thread(s), {r.delegate}]")
         if r.error:
             print(f"  ERROR: {r.error}")
             continue
@@ -160,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = next((r for r in results if r is results[0]), None)
         print("\n" + "  ".join(["#", "model".ljust(48), "size".ljust(9), "thr", "median ms", "ratio"]))
         for i, r in enumerate(results):
-            size_s = f"{r.size[0]}x{r.size[1]}" if r.size else "?"
+            size_s = _size_str(r.size)
             if r.error:
                 print(f"{i + 1}  {r.model[-48:].ljust(48)}  {size_s.ljust(9)}  {r.threads:>3}  {'ERROR':>9}  -")
                 continue

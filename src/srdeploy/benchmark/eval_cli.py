@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli_util import OneLineParser, parse_hw, run_cli
+from ..cli_util import OneLineParser, check_output_file, parse_hw, run_cli
 from ..errors import SrDeployError
 
 PROG = "sr-eval"
@@ -34,25 +34,30 @@ def build_parser() -> OneLineParser:
     p.add_argument("--threads", type=int, help="runtime threads for artifacts")
     p.add_argument("--json", metavar="FILE", help="write results as JSON")
     p.add_argument("--per-image", action="store_true", help="print one row per image")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="largest decoded image in pixels (default 16,777,216 = 4096x4096, or SRDEPLOY_MAX_PIXELS)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tqdm import tqdm
-
+    from ..progress import bar as progress_bar
     from ..fsutil import atomic_write_json
     from .evaluate import evaluate_dataset, find_dataset, make_predictor
 
+    from ..imaging import set_max_pixels
+
     if not args.model and not args.artifact:
         raise SrDeployError("give --model NAME or --artifact FILE")
+    check_output_file(args.json, "--json")
+    set_max_pixels(args.max_pixels)
     datasets = [find_dataset(d, args.scale) for d in args.data]  # validate every folder before work
     predict, desc = make_predictor(args.model, args.scale, args.artifact, args.weights,
                                    parse_hw(args.tile, "--tile"), args.overlap, args.threads)
     print(f"{desc} on {', '.join(d.name for d in datasets)}", file=sys.stderr)
     results = []
     for ds in datasets:
-        with tqdm(total=len(ds.hr_files), desc=ds.name, unit="img", file=sys.stderr, leave=False) as bar:
+        with progress_bar(total=len(ds.hr_files), desc=ds.name, unit="img", leave=False) as bar:
             results.append(evaluate_dataset(predict, ds, args.scale, progress=bar.update))
     failed = [(r.dataset, im) for r in results for im in r.per_image if im.error]
     for dataset, im in failed:

@@ -114,10 +114,20 @@ def evaluate_dataset(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset, s
         time.perf_counter() - t0, results, ds.skipped)
 
 
+#: with ``auto_tile``, PyTorch runs images above this many LR pixels in tiles of AUTO_TILE (a whole
+#: 4096x4096 frame through a 64-channel network would need tens of GB)
+AUTO_TILE_PIXELS = 1 << 20
+AUTO_TILE = (512, 512)
+
+
 def make_predictor(model_name: str | None, scale: int, artifact: str | None = None, weights: str | None = None,
-                   tile: tuple[int, int] | None = None, overlap: int = 8, threads: int | None = None):
-    """Return ``(predict, description)``: PyTorch by name (whole image, or tiled when *tile*),
-    or an exported artifact run tile by tile at its fixed input size."""
+                   tile: tuple[int, int] | None = None, overlap: int = 8, threads: int | None = None,
+                   auto_tile: bool = False):
+    """Return ``(predict, description)``: PyTorch by name (whole image, or tiled when *tile*; with
+    *auto_tile*, images above AUTO_TILE_PIXELS are tiled too), or an exported artifact run tile by
+    tile at its fixed input size."""
+    if overlap < 0:
+        raise SrDeployError(f"--overlap must be >= 0, got {overlap}")
     from ..models import create_model, get_spec
     from ..runtime import TorchRunner, open_artifact
     from ..tiling import upscale_tiled
@@ -133,6 +143,9 @@ def make_predictor(model_name: str | None, scale: int, artifact: str | None = No
         tile = tile or (h, w)
         if tile != (h, w):
             raise SrDeployError(f"{Path(artifact).name} has a fixed {h}x{w} input; --tile must be {h}x{w}")
+        if 2 * overlap >= min(h, w):
+            raise SrDeployError(f"--overlap {overlap} is too large for the {h}x{w} tiles of {Path(artifact).name} "
+                                f"(must be below {min(h, w) / 2:g})")
 
         def predict(lr: np.ndarray) -> np.ndarray:
             return upscale_tiled(runner, lr.astype(np.float32) / 255.0, scale, tile, overlap)
@@ -146,16 +159,22 @@ def make_predictor(model_name: str | None, scale: int, artifact: str | None = No
     k = max(spec.size_multiple, 1)
     if tile and (tile[0] % k or tile[1] % k):
         raise SrDeployError(f"{spec.name} needs tile sides divisible by {k}")
+    if tile and 2 * overlap >= min(tile):
+        raise SrDeployError(f"--tile {tile[0]}x{tile[1]} is too small for --overlap {overlap}")
 
     def predict(lr: np.ndarray) -> np.ndarray:
         x = lr.astype(np.float32) / 255.0
         if tile:
             return upscale_tiled(runner, x, scale, tile, overlap)
+        if auto_tile and x.shape[0] * x.shape[1] > AUTO_TILE_PIXELS:
+            return upscale_tiled(runner, x, scale, AUTO_TILE, max(overlap, 8))
         h, w = x.shape[:2]
         ph, pw = -h % k, -w % k  # e.g. IMDN_RTE's stride-2 head: pad symmetric, crop the output
         if ph or pw:
             x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
         return runner(x[None])[0][: h * scale, : w * scale]
 
-    how = f"tiles {tile[0]}x{tile[1]}, overlap {overlap}" if tile else "whole image"
+    how = (f"tiles {tile[0]}x{tile[1]}, overlap {overlap}" if tile else
+           f"whole image; above {AUTO_TILE_PIXELS / 1e6:.1f} MP in {AUTO_TILE[0]}x{AUTO_TILE[1]} tiles" if auto_tile
+           else "whole image")
     return predict, f"{spec.name} x{scale} (PyTorch, {how})"

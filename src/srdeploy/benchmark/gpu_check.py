@@ -45,23 +45,82 @@ class GpuReport:
     ops: int
     issues: list[GpuIssue] = field(default_factory=list)
     quantized: bool = False
+    #: why the file is not a valid, loadable TFLite model (then it cannot pass)
+    error: str | None = None
 
     @property
     def passed(self) -> bool:
-        return not self.issues
+        return not self.issues and self.error is None
 
     def to_json(self) -> dict:
         return {"model": self.model, "ops": self.ops, "passed": self.passed, "quantized": self.quantized,
-                "issues": [vars(i) for i in self.issues]}
+                "issues": [vars(i) for i in self.issues], "error": self.error}
 
 
-def gpu_check(path) -> GpuReport:
+def structure_errors(model) -> list[str]:
+    """What makes a parsed flatbuffer an unrunnable graph: no subgraph, no graph input or output,
+    tensor/buffer/opcode indices out of range, negative dimensions. (The flatbuffer parser accepts
+    all of these; the interpreter then fails or misbehaves.)"""
+    errs = []
+    if not model.subgraphs:
+        return ["no subgraph"]
+    n_buf, n_codes = len(model.buffers or []), len(model.operatorCodes or [])
+    for g, sg in enumerate(model.subgraphs):
+        n = len(sg.tensors or [])
+        ins, outs = list(sg.inputs if sg.inputs is not None else []), list(sg.outputs if sg.outputs is not None else [])
+        if g == 0 and (not ins or not outs):
+            errs.append("the main graph has no input" if not ins else "the main graph has no output")
+        for i in ins + outs:
+            if not 0 <= i < n:
+                errs.append(f"graph input/output tensor {i} does not exist ({n} tensors)")
+        for t_i, t in enumerate(sg.tensors or []):
+            if t.shape is not None and any(int(d) < 0 for d in t.shape):
+                errs.append(f"tensor {t_i} has a negative dimension {list(t.shape)}")
+            if not 0 <= t.buffer < max(n_buf, 1):
+                errs.append(f"tensor {t_i} refers to buffer {t.buffer} of {n_buf}")
+        for k, op in enumerate(sg.operators or []):
+            if not 0 <= op.opcodeIndex < n_codes:
+                errs.append(f"op {k} has opcode index {op.opcodeIndex} of {n_codes}")
+            for i in list(op.inputs if op.inputs is not None else []) + list(op.outputs if op.outputs is not None else []):
+                if not -1 <= i < n:
+                    errs.append(f"op {k} refers to tensor {i} ({n} tensors)")
+    return errs[:5]
+
+
+def _loads(path, timeout: float = 120.0) -> str | None:
+    """None when LiteRT loads and allocates the model, else why not — in a worker process, so a file
+    that crashes or hangs the runtime cannot take the caller with it."""
+    from .bench import BenchSetting, _Worker
+
+    w = _Worker(BenchSetting(str(path), None, 1, "xnnpack"), timeout=timeout)
+    try:
+        reply = w.ask(cmd="load", model=str(path), size=None, threads=1, delegate="xnnpack", check_only=True)
+    finally:
+        w.close()
+    return None if reply.get("ok") else reply.get("error", "unknown error")
+
+
+def gpu_check(path, check_load: bool = False) -> GpuReport:
+    """Static check of *path* against the GPU delegate's rules. A file that is not a valid TFLite
+    graph gets ``error`` set (and fails); *check_load* also requires LiteRT to load it."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
-    model = read_tflite(path)
-    names = op_name_map()
     report = GpuReport(str(path), 0)
+    try:
+        model = read_tflite(path)
+    except Exception as exc:  # random bytes, truncated files: the flatbuffer reader raises anything
+        report.error = f"not a TFLite flatbuffer ({type(exc).__name__} while parsing)"
+        return report
+    errs = structure_errors(model)
+    if errs:
+        report.error = "; ".join(errs)
+        return report
+    if check_load:
+        report.error = _loads(path)
+        if report.error:
+            return report
+    names = op_name_map()
     for sg_i, sg in enumerate(model.subgraphs):
         def is_const(i):
             return _is_const(model, sg, i)

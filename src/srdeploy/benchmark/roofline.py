@@ -70,6 +70,9 @@ def _micro_models() -> dict[str, Path]:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ..runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     import tensorflow as tf
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,8 @@ GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerat
 class Subject:
     """Loads one model and runs it on a fixed random input."""
 
-    def __init__(self, model: str, size, threads: int, delegate: str) -> None:
-        self.model, self.threads, self.delegate = model, threads, delegate
+    def __init__(self, model: str, size, threads: int, delegate: str, check_only: bool = False) -> None:
+        self.model, self.threads, self.delegate, self.check_only = model, threads, delegate, check_only
         self.size = tuple(size) if size else None
         t0 = time.perf_counter()
         if model.endswith(".tflite"):
@@ -59,6 +59,8 @@ class Subject:
                 raise RuntimeError("the TFLite GPU delegate cannot be loaded on this machine ("
                                    + "; ".join(errors) + ")")
         it = Interpreter(**kwargs)
+        if not it.get_input_details() or not it.get_output_details():
+            raise ValueError("the model has no input or no output")
         inp = it.get_input_details()[0]
         sig = [int(v) for v in inp.get("shape_signature", inp["shape"])]
         fixed = [int(v) for v in inp["shape"]]
@@ -70,6 +72,10 @@ class Subject:
                                  f"{self.size[0]}x{self.size[1]} (export at that size)")
         it.allocate_tensors()
         self.it = it
+        if self.check_only:  # loads and allocates: enough to tell a loadable model from a broken one
+            self.io, self.hw = {}, []
+            self.call = lambda: None
+            return
         self.inp, self.out = it.get_input_details()[0], it.get_output_details()[0]
         shape = [int(v) for v in self.inp["shape"]]
         rng = np.random.default_rng(0)
@@ -79,7 +85,7 @@ class Subject:
             self.x = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
         else:
             self.x = rng.random(shape, dtype=np.float32).astype(dtype)
-        self.hw = shape[1:3]
+        self.hw = shape[1:3] if len(shape) == 4 else []  # H, W of an NHWC image; other ranks have none
         self.io = {"input": {"shape": shape, "dtype": np.dtype(dtype).name},
                    "output": {"shape": [int(v) for v in self.out["shape"]], "dtype": np.dtype(self.out["dtype"]).name}}
 
@@ -110,7 +116,7 @@ class Subject:
         self.x = np.random.default_rng(0).random(shape, dtype=np.float32)
         out_name = sess.get_outputs()[0].name
         y = sess.run([out_name], {inp.name: self.x})[0]
-        self.hw = shape[2:4]
+        self.hw = shape[2:4] if len(shape) == 4 else []
         self.io = {"input": {"shape": shape, "dtype": "float32"},
                    "output": {"shape": list(y.shape), "dtype": str(y.dtype)}}
         self.call = lambda: sess.run([out_name], {inp.name: self.x})
@@ -174,8 +180,9 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
             cmd = req["cmd"]
             if cmd == "load":
                 subject = Subject(req["model"], req.get("size"), int(req.get("threads") or 1),
-                                  req.get("delegate", "xnnpack"))
-                reply = {"ok": True, "init_ms": subject.init_ms, "first_ms": subject.first(), "size": subject.hw,
+                                  req.get("delegate", "xnnpack"), bool(req.get("check_only")))
+                first = None if subject.check_only else subject.first()
+                reply = {"ok": True, "init_ms": subject.init_ms, "first_ms": first, "size": subject.hw,
                          **subject.io}
             elif cmd == "run":
                 reply = {"ok": True, "times_ms": subject.run(int(req["n"]))}

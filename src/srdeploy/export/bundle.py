@@ -41,13 +41,15 @@ def _io_contract(path: Path) -> dict:
         raise SrDeployError(f"{path.name}: the app supports one input and one output, got {len(ins)} and {len(outs)}")
 
     def describe(d):
+        out = {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+        if out["dtype"] == "float32":  # float I/O has no quantization: no scale/zero point to misread
+            return out
         scale, zero = d["quantization"]
         if d["dtype"] == np.uint8 and not scale:
             # a float graph with --io uint8 (normalisation inside the graph): its bytes are pixels 0..255,
             # which the app's (byte - zero_point) * scale mapping expresses as scale 1/255, zero point 0
             scale, zero = 1.0 / 255.0, 0
-        return {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-                "scale": float(scale), "zero_point": int(zero)}
+        return {**out, "scale": float(scale), "zero_point": int(zero)}
 
     i, o = describe(ins[0]), describe(outs[0])
     for side, d in (("input", i), ("output", o)):
@@ -62,13 +64,45 @@ def _io_contract(path: Path) -> dict:
     return {"input": i, "output": o, "scale": oh // h}
 
 
+SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
+#: largest manifest.json read (an export's is a few KB)
+MAX_MANIFEST_BYTES = 4 << 20
+
+
+def read_export_manifest(man_path: Path) -> dict:
+    """Parse and validate an export's manifest.json against the shipped JSON Schema. A manifest is
+    a user's file: the messages name the offending field, never echo its (possibly hostile) value."""
+    import jsonschema
+
+    try:
+        if man_path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise SrDeployError(f"{man_path} is larger than {MAX_MANIFEST_BYTES >> 20} MB: not an sr-export manifest")
+        manifest = json.loads(man_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SrDeployError(f"{man_path} is not readable JSON ({type(exc).__name__})") from None
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    err = next(iter(sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))), None)
+    if err is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path) or "(top level)"
+        what = {"required": "a required field is missing", "type": f"must be of type {err.validator_value}",
+                "pattern": "is not a plain name (no folders or special characters)",
+                "enum": f"must be one of {err.validator_value}"}.get(err.validator, f"fails '{err.validator}'")
+        raise SrDeployError(f"{man_path}: invalid manifest: {where.lstrip('.')} {what}")
+    return manifest
+
+
 def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = None, overlap: int = 8) -> Path:
     """Validate and install; returns the bundle folder."""
     export_dir, app_dir = Path(export_dir), Path(app_dir)
     man_path = export_dir / "manifest.json"
     if not man_path.is_file():
         raise SrDeployError(f"{export_dir} is not an sr-export folder (no manifest.json)")
-    manifest = json.loads(man_path.read_text())
+    if artifact is not None and (Path(artifact).name != artifact or artifact in ("", ".", "..")):
+        raise SrDeployError("--artifact must be a file name inside the export folder (e.g. model_fp16.tflite), "
+                            "not a path")
+    if overlap < 0:
+        raise SrDeployError(f"--overlap must be >= 0, got {overlap}")
+    manifest = read_export_manifest(man_path)
     if manifest.get("status") not in ("passed", "unchecked"):
         raise SrDeployError(f"{export_dir}: the export's parity gate did not pass (status {manifest.get('status')})")
     if not (app_dir / "app" / "build.gradle.kts").is_file():
@@ -91,7 +125,9 @@ def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = N
         "model": manifest["model"], "scale": manifest["scale"], "file": name,
         "precision": arts[name]["precision"], "sha256": arts[name]["sha256"], "overlap": overlap,
         "input": io["input"], "output": io["output"], "value_range": [0.0, 1.0], "color": "RGB",
-        "layout": "NHWC", "source_export": str(export_dir.resolve()),
+        "layout": "NHWC",
+        # which export this came from, without the developer's absolute path or user name
+        "source_export": {"folder": export_dir.resolve().name, "manifest_sha256": sha256_file(man_path)},
     }
     dest = app_dir / ASSET_SUBDIR
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overlap", type=int, default=8, help="tile context margin the app uses (default 8)")
     args = p.parse_args(argv)
     dest = bundle(args.export_dir, args.app, args.artifact, args.overlap)
-    print(f"bundled into {dest}: " + ", ".join(sorted(f.name for f in dest.iterdir())))
+    print(describe_bundle(dest))
     return 0
+
+
+def describe_bundle(dest: Path) -> str:
+    """``bundled into DEST: model_int8.tflite (int8, 1x64x64x3 uint8 -> ...), manifest.json``"""
+    man = json.loads((dest / "manifest.json").read_text())
+    i, o = man["input"], man["output"]
+    return (f"bundled into {dest}: {man['file']} ({man['precision']}, x{man['scale']}, "
+            f"{'x'.join(map(str, i['shape']))} {i['dtype']} -> {'x'.join(map(str, o['shape']))} {o['dtype']}), "
+            "manifest.json")
 
 
 def entry() -> None:

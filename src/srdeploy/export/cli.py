@@ -20,7 +20,7 @@ def _model_list() -> str:
         weights = ("no public weights" if not spec.weights else
                    "embedded weights (trained by srdeploy)" if all(w.embedded for w in spec.weights.values())
                    else "official weights")
-        lines.append(f"  {name:<12} {scales:<9} default {h}x{w:<5} {weights}; {spec.description}")
+        lines.append(f"  {name:<12} {scales:<9} default {f'{h}x{w}':<10} {weights}; {spec.description}")
     return "\n".join(lines)
 
 
@@ -28,9 +28,10 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(
         prog=PROG,
         description=(
-            "Export a super-resolution model to ONNX and TFLite (FP32, optionally FP16). After each "
-            "artifact is written, a parity gate runs it (onnxruntime / LiteRT) on a Set5 image and on "
-            "random input and compares with PyTorch: ONNX and FP32 max |diff| <= 1e-4, FP16 PSNR >= 50 dB. "
+            "Export a super-resolution model to ONNX and TFLite (FP32, optionally FP16 and INT8). After each "
+            "artifact is written, a parity gate runs it (onnxruntime / LiteRT) on a Set5 image (a synthetic "
+            "picture when no Set5 is under SRDEPLOY_DATA) and on random input and compares with PyTorch: "
+            "ONNX and FP32 max |diff| <= 1e-4, FP16 PSNR >= 50 dB. "
             "TFLite I/O is NHWC float32 RGB in [0, 1]; ONNX I/O is NCHW. Runs fully offline."),
         epilog="models:\n" + _model_list() + (
             "\n\nexit codes: 0 ok, 1 parity gate or converter failed, 2 bad input."
@@ -134,6 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.bundle and not (Path(args.bundle) / "app" / "build.gradle.kts").is_file():
         raise SrDeployError(f"{args.bundle} is not the Android demo project (no app/build.gradle.kts)")
+    if args.bundle_artifact:
+        if not args.bundle:
+            raise SrDeployError("--bundle-artifact needs --bundle APP_DIR")
+        made = ["model_fp32.tflite"] + ["model_fp16.tflite"] * args.fp16 + ["model_int8.tflite"] * args.int8
+        if args.bundle_artifact not in made:
+            raise SrDeployError(f"--bundle-artifact {args.bundle_artifact!r} is not an artifact this export makes "
+                                f"(it makes {', '.join(made)})")
     from .exporter import ExportConfig, Exporter
 
     if args.bench and args.bench_runs < 1:
@@ -156,11 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     if args.bench:
         manifest = _bench(exporter.out_dir, manifest, args.bench_runs)
+    bundled = None
     if args.bundle:
-        from .bundle import bundle
+        from .bundle import bundle, describe_bundle
 
-        dest = bundle(exporter.out_dir, args.bundle, args.bundle_artifact)
-        print(f"bundled into {dest}", file=sys.stderr)
+        bundled = describe_bundle(bundle(exporter.out_dir, args.bundle, args.bundle_artifact))
     if args.json:
         print(json.dumps(manifest, indent=2))
     else:
@@ -169,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_bench_table(manifest["bench"]))
         print(f"\nwrote {exporter.out_dir}/ : " + ", ".join(
             f"{a['file']} ({a['bytes'] / 1024:.0f} KiB)" for a in manifest["artifacts"]) + ", manifest.json")
+    if bundled:  # after the parity table: what went into the app, and only once it passed
+        print(bundled, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

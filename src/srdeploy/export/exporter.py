@@ -3,6 +3,7 @@ and a manifest describing what was written."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import sys
 import tempfile
@@ -16,7 +17,7 @@ import torch
 
 from ..errors import ParityError, SrDeployError
 from ..cli_util import parse_hw
-from ..fsutil import atomic_copy, atomic_write_json, ensure_writable_dir
+from ..fsutil import FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, swap_in
 from ..models import check_scale, create_model, get_spec
 from ..models.registry import ModelSpec
 from ..models.weights import resolve_weights, sha256_file
@@ -109,6 +110,7 @@ class Exporter:
         h, w = self.size
         default_out = Path("exports") / f"{self.spec.name}_x{self.scale}_{h}x{w}"
         self.out_dir = Path(cfg.out) if cfg.out else default_out
+        self.final_dir = self.out_dir
         self.calibration = None
         if cfg.int8:
             from ..quantize.calibration import calibration_frames
@@ -194,14 +196,53 @@ class Exporter:
         })
 
     # ------------------------------------------------------------------ run
+    def _check_out_dir(self) -> None:
+        """An existing --out folder is replaced whole, so it may hold only an earlier export's files."""
+        final = self.out_dir
+        if final.exists() and not final.is_dir():
+            raise SrDeployError(f"output path {final} exists and is not a directory")
+        if final.is_dir():
+            ours = set(ARTIFACT_FILES.values()) | {"manifest.json"}
+            foreign = sorted(p.name for p in final.iterdir() if p.name not in ours)
+            if foreign:
+                raise SrDeployError(f"{final} holds files that are not an sr-export's ({', '.join(foreign[:3])}"
+                                    f"{', ...' if len(foreign) > 3 else ''}); an export replaces its folder whole: "
+                                    "choose an empty or new folder, or an earlier export's")
+
     def run(self) -> dict:
-        created = ensure_writable_dir(self.out_dir)
+        """Export into a temporary sibling folder and swap it in whole when done (a failed parity gate
+        too, for inspection); anything else that stops the export leaves the old folder untouched."""
+        import shutil
+
+        final = self.out_dir
+        self._check_out_dir()
+        created = ensure_writable_dir(final.parent)
+        staged = None
         try:
-            return self._run()
+            with FolderLock(final):
+                self._check_out_dir()  # again, now that no other writer can change it
+                staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(staged, 0o777 & ~umask)
+                self.out_dir = staged
+                try:
+                    manifest = self._run()
+                except ParityError:
+                    swap_in(staged, final)
+                    staged = None
+                    raise
+                swap_in(staged, final)
+                staged = None
+                return manifest
         except BaseException:
-            if created and not any(self.out_dir.iterdir()):
-                self.out_dir.rmdir()
+            if staged is not None:  # stopped before its swap: nothing of this run stays
+                shutil.rmtree(staged, ignore_errors=True)
+                if created is not None:
+                    shutil.rmtree(created, ignore_errors=True)
             raise
+        finally:
+            self.out_dir = final
 
     def _run(self) -> dict:
         cfg = self.cfg
@@ -248,7 +289,7 @@ class Exporter:
                     saved = work / "onnx2tf_float" / "saved_model"
                 blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
                                          self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
-                                         qat_images=self.calibration.images, progress=sys.stderr.isatty())
+                                         qat_images=self.calibration.images, progress=True)
                 int8_path.write_bytes(blob)
                 # INT8 is gated on the real image only: uniform noise lies outside the calibrated ranges
                 gate_inputs = inputs[:1]
@@ -281,8 +322,10 @@ class Exporter:
         report: dict = {}
         subjects = [("pytorch_fp32", None)] + [(a["precision"] + "_tflite", self.out_dir / a["file"])
                                                for a in self.artifacts if a["file"].endswith(".tflite")]
+        overlap = min(8, (min(self.size) - 1) // 2)  # tiles of a small export cannot carry 8 pixels each side
         for label, art in subjects:
-            predict, _ = make_predictor(self.spec.name, self.scale, str(art) if art else None, self.cfg.weights)
+            predict, _ = make_predictor(self.spec.name, self.scale, str(art) if art else None, self.cfg.weights,
+                                        overlap=overlap)
             for d in sets:
                 r = evaluate_dataset(predict, find_dataset(d, self.scale), self.scale)
                 report.setdefault(d.name, {})[label] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "images": r.images}
@@ -296,7 +339,7 @@ class Exporter:
         if self.results and not self.results[-1].passed:
             self._write_manifest("failed")
             raise ParityError(f"parity gate failed for {self.results[-1].artifact} "
-                              f"(details in {self.out_dir / 'manifest.json'})")
+                              f"(details in {self.final_dir / 'manifest.json'})")
 
     def _write_manifest(self, status: str) -> dict:
         h, w = self.size

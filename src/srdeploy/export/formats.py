@@ -73,7 +73,10 @@ def convert_onnx2tf(onnx_path: Path, work_dir: Path) -> dict[str, Path]:
     sample file is not in the current directory; we write one from local images first.
     """
     quiet_tensorflow()
+    import onnx
     import onnx2tf
+
+    from ..progress import heartbeat
 
     work_dir.mkdir(parents=True, exist_ok=True)
     out = work_dir / "saved_model"
@@ -81,7 +84,9 @@ def convert_onnx2tf(onnx_path: Path, work_dir: Path) -> dict[str, Path]:
     with contextlib.chdir(work_dir):
         np.save(ONNX2TF_SAMPLE_FILE, sample_batch(20, 128))
         try:
-            with open(log, "w") as fh, contextlib.redirect_stdout(fh), _quiet():
+            n_ops = len(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+            with open(log, "w") as fh, contextlib.redirect_stdout(fh), _quiet(), \
+                    heartbeat(f"onnx2tf: converting {n_ops} ONNX ops to TFLite"):
                 onnx2tf.convert(
                     input_onnx_file_path=str(onnx_path),
                     output_folder_path=str(out),

@@ -169,7 +169,7 @@ DIPNET_LITE_TRAINING = (
 #: what the embedded weights measured (sr-eval, PSNR-Y, border = scale); a test re-measures them
 DIPNET_LITE_METRICS = {"set5_psnr_y": 37.311, "set14_psnr_y": 32.857}
 _register(ModelSpec(
-    "dipnet_lite", "DIPNet-lite: x2, no ESA, feature 32, mid 24 (93 k params; weights trained by srdeploy, embedded)",
+    "dipnet_lite", "DIPNet-lite: x2, no ESA, feature 32, mid 24 (93 k params)",
     scales=(2,), builder=_dipnet_lite, train_branches=DIPNET_BRANCHES, default_size=(1080, 1920),
     arch_keys=("mid",),
     weights={2: WeightsSpec("dipnet_lite_x2.pth", "a80a5dddf9e66ab5c7294ae4c1c29575a041fd397977d1e656a83424feace24d",
@@ -213,6 +213,10 @@ def init_from_deploy(train_model: nn.Module, deploy_model: nn.Module) -> None:
             train_state[key].copy_(deploy_state[key])
 
 
+#: a checkpoint's architecture field may be at most this many times the registry's value
+ARCH_MAX_FACTOR = 4
+
+
 def _checked_arch(spec: ModelSpec, scale: int, arch: dict) -> dict:
     """The overrides a checkpoint's ``arch`` makes (entries equal to the registry's are dropped)."""
     if not arch:
@@ -223,6 +227,11 @@ def _checked_arch(spec: ModelSpec, scale: int, arch: dict) -> dict:
     if bad:
         raise SrDeployError(f"checkpoint overrides {', '.join(bad)}, which {spec.name} does not allow "
                             f"(allowed: {', '.join(spec.arch_keys) or 'none'})")
+    for k, v in arch.items():  # checked before anything is built: a 20000-wide layer would take GBs
+        hi = ARCH_MAX_FACTOR * int(default.get(k, 1))
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            raise SrDeployError(f"checkpoint sets {k}={v!r}: {spec.name} accepts 1..{hi} "
+                                f"(pruned variants are narrower than the registry's {default.get(k)})")
     return arch
 
 

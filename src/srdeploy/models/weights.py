@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
@@ -96,7 +97,8 @@ def download_weights(spec: WeightsSpec) -> Path:
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.file) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.file,
+                      disable=not sys.stderr.isatty()) as bar:
                 for block in iter(lambda: resp.read(1 << 16), b""):
                     out.write(block)
                     bar.update(len(block))

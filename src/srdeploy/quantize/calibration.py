@@ -49,9 +49,9 @@ def calibration_frames(folder: str | Path, scale: int, size: tuple[int, int], n:
         raise SrDeployError("--calib-samples must be >= 1")
     h, w = size
     lrs, names, unreadable = [], [], []
-    from tqdm import tqdm
+    from ..progress import bar as progress_bar
 
-    for p in tqdm(images, desc="calibration images", unit="img", disable=not progress, leave=False):
+    for p in progress_bar(images, desc="calibration images", unit="img", enabled=progress, leave=False):
         try:
             hr = read_rgb(p)
         except SrDeployError:

@@ -61,6 +61,9 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
     ``qat_steps`` the weights (and ranges) are fine-tuned first (:mod:`.qat`) on patches of
     *qat_images*, and judged on *held_out* against the plain post-training model."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ..runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     import tensorflow as tf
 
     from .ranges import calibrate, converter_for, select_ranges
@@ -73,7 +76,10 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
             converter = converter_for(saved_model_dir, frames, [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
                 tf.lite.OpsSet.TFLITE_BUILTINS])
-            return converter.convert(), {"ranges": {"method": "minmax"}}
+            from ..runtime import native_stderr_filtered
+
+            with native_stderr_filtered():
+                return converter.convert(), {"ranges": {"method": "minmax"}}
         calibrated = calibrate(saved_model_dir, frames)
         blob, choice = select_ranges(calibrated, frames, held_out, ranges, io, seed, log)
         how = {"ranges": choice.to_json()}

@@ -479,7 +479,7 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     """Fine-tune *graph*'s weights so its fake-quantized output matches its float output."""
     import time
 
-    from tqdm import tqdm
+    from ..progress import bar as progress_bar
 
     if steps < 1:
         raise SrDeployError("--qat-steps must be >= 1")
@@ -497,7 +497,7 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.0)
     rng = np.random.default_rng([seed, 0x9A7])
     losses, t0 = [], time.perf_counter()
-    bar = tqdm(range(steps), desc="QAT", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(steps), desc="QAT", unit="step", enabled=progress)
     for _ in bar:
         x = qat_patches(images, batch, patch, rng)
         with torch.no_grad():

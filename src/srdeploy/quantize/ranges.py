@@ -58,6 +58,9 @@ def parse_ranges(text: str) -> str:
 def converter_for(saved_model_dir, frames: np.ndarray, supported_ops):
     """TensorFlow's converter for post-training integer quantization calibrated on *frames*."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ..runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -69,20 +72,32 @@ def converter_for(saved_model_dir, frames: np.ndarray, supported_ops):
 
 def calibrate(saved_model_dir, frames: np.ndarray) -> bytes:
     """The converter's calibration only: a float TFLite model whose activations carry min/max."""
+    from ..runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     import tensorflow as tf
 
     converter = converter_for(saved_model_dir, frames, [tf.lite.OpsSet.TFLITE_BUILTINS_INT8])
     converter._experimental_calibrate_only = True  # noqa: SLF001 — the documented debugger flow
-    return converter.convert()
+    from ..runtime import native_stderr_filtered
+
+    with native_stderr_filtered():
+        return converter.convert()
 
 
 def quantize_calibrated(calibrated: bytes, io: str) -> bytes:
     """What ``convert()`` does after calibrating: the MLIR quantizer, per-channel weights."""
+    from ..runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
 
     dtype = {"float32": tf.float32, "uint8": tf.uint8, "int8": tf.int8}[io]
-    return tf_convert.mlir_quantize(calibrated, False, input_data_type=dtype, output_data_type=dtype)
+    from ..runtime import native_stderr_filtered
+
+    with native_stderr_filtered():
+        return tf_convert.mlir_quantize(calibrated, False, input_data_type=dtype, output_data_type=dtype)
 
 
 #: ops whose output is their input rearranged (same scale): the image-side range runs through them

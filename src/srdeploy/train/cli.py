@@ -172,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ckpt_every=args.ckpt_every, eval_data=eval_data, device=args.device, threads=args.threads)
     if args.prune_to is not None and not 0 < args.prune_to <= 1:
         raise SrDeployError("--prune-to must be in (0, 1]")
-    progress = not args.no_progress and sys.stderr.isatty()
+    if args.prune_rounds < 1 or args.prune_steps < 0:
+        raise SrDeployError("--prune-rounds must be >= 1 and --prune-steps >= 0")
+    if ckpt is not None and not ckpt["step"] <= cfg.steps:
+        raise SrDeployError(f"resume checkpoint is at step {ckpt['step']}, beyond --steps {cfg.steps}")
+    progress = not args.no_progress
     trainer = Trainer(cfg, progress=progress, log=lambda s: print(s, file=sys.stderr, flush=True))
     if ckpt is not None:
         trainer.load_state(ckpt)

@@ -48,9 +48,9 @@ class PatchSampler:
             entries = sorted(p for p in folder.rglob("*") if p.is_file())
             files += [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
             sampler.skipped_non_images += sum(p.suffix.lower() not in IMAGE_SUFFIXES for p in entries)
-        from tqdm import tqdm
+        from ..progress import bar as progress_bar
 
-        for p in tqdm(files, desc="training images", unit="img", disable=not progress, leave=False):
+        for p in progress_bar(files, desc="training images", unit="img", enabled=progress, leave=False):
             try:
                 hr = read_rgb(p)
             except SrDeployError:

@@ -75,6 +75,19 @@ class TrainConfig:
             raise SrDeployError("--steps must be >= 1 (0 only with --init-weights: fuse/prune an existing model)")
         if self.batch < 1:
             raise SrDeployError("--batch must be >= 1")
+        if self.patch < 4:
+            raise SrDeployError(f"--patch must be >= 4, got {self.patch}")
+        for flag, v in (("--lr", self.lr), ("--w-out", self.w_out), ("--w-feat", self.w_feat)):
+            if not math.isfinite(v) or v < 0 or (flag == "--lr" and v == 0):
+                raise SrDeployError(f"{flag} must be a finite number {'> 0' if flag == '--lr' else '>= 0'}, got {v}")
+        if self.eval_every < 1 or self.ckpt_every < 1:
+            raise SrDeployError(f"--eval-every and --ckpt-every must be >= 1, got {self.eval_every} and {self.ckpt_every}")
+        if self.threads is not None and self.threads < 1:
+            raise SrDeployError(f"--threads must be >= 1, got {self.threads}")
+        import re
+
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise SrDeployError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.pixel_loss not in PIXEL_LOSSES:
             raise SrDeployError(f"--pixel-loss must be one of {', '.join(PIXEL_LOSSES)}, got {self.pixel_loss!r}")
         if self.warmup < 0:
@@ -114,6 +127,11 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict:
                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise SrDeployError(f"{p} is not an sr-train checkpoint (format {CHECKPOINT_FORMAT})")
+    step = ckpt.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise SrDeployError(f"{p}: its step ({step!r}) is not a count of steps done")
+    if not isinstance(ckpt.get("config"), dict):
+        raise SrDeployError(f"{p}: its config entry is missing or malformed")
     return ckpt
 
 
@@ -218,8 +236,11 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise SrDeployError(f"resume checkpoint does not fit {self.cfg.model}: "
                                 f"{str(exc).splitlines()[0]}") from None
+        if not 0 <= int(ckpt["step"]) <= self.cfg.steps:
+            raise SrDeployError(f"resume checkpoint is at step {ckpt['step']}, beyond --steps {self.cfg.steps}")
         self.step = int(ckpt["step"])
-        self.history = list(ckpt.get("history", []))
+        history = ckpt.get("history", [])
+        self.history = list(history) if isinstance(history, list) else []
 
     # -- one step ---------------------------------------------------------------------------------
     def loss(self, model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, with_features: bool = True) -> tuple[torch.Tensor, dict]:
@@ -278,12 +299,12 @@ class Trainer:
 
     def run(self, out: Path, until: int | None = None) -> dict:
         """Train from ``self.step`` to ``until`` (default: ``cfg.steps``), checkpointing to ``out/last.pt``."""
-        from tqdm import tqdm
+        from ..progress import bar as progress_bar
 
         cfg = self.cfg
         end = min(until or cfg.steps, cfg.steps)
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.model} x{cfg.scale}", unit="step",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(total=cfg.steps, initial=self.step, desc=f"train {cfg.model} x{cfg.scale}", unit="step",
+                           enabled=self.progress)
         t0, ema = time.perf_counter(), None
         while self.step < end:
             rec = self.train_step(self.student, self.opt, self.step, cfg.steps)
@@ -307,8 +328,7 @@ class Trainer:
 
     def prune(self, ratio: float, rounds: int, steps_per_round: int, lr_scale: float = 0.2) -> tuple[nn.Module, list[dict]]:
         """DIPNet's iterative pruning: cut inner widths, fine-tune (deploy form), repeat."""
-        from tqdm import tqdm
-
+        from ..progress import bar as progress_bar
         from .prune import prune_dipnet, pruning_schedule
 
         model = self.deploy_model()
@@ -320,8 +340,8 @@ class Trainer:
             model = prune_dipnet(model, width).to(self.device)
             opt = torch.optim.Adam(list(model.parameters()) + list(self.adapters.parameters()),
                                    lr=self.cfg.lr * lr_scale)
-            for k in tqdm(range(steps_per_round), desc=f"prune round {r}/{len(widths)} (mid {width})",
-                          unit="step", disable=not self.progress, leave=False):
+            for k in progress_bar(range(steps_per_round), desc=f"prune round {r}/{len(widths)} (mid {width})",
+                                  unit="step", enabled=self.progress, leave=False):
                 self.train_step(model, opt, k, steps_per_round, stream=r, base_lr=self.cfg.lr * lr_scale)
             model.eval()
             entry = {"round": r, "mid": width, "params": sum(p.numel() for p in model.parameters())}
