@@ -78,7 +78,8 @@ def rgb_x2(path: Path) -> Path:
 
 
 def edited(src: Path, dest: Path, how: str) -> Path:
-    """A copy of *src* made unloadable: ``negative_dim``, ``no_input`` or ``input_out_of_range``."""
+    """A copy of *src* made unloadable (``negative_dim``, ``no_input``, ``input_out_of_range``) or
+    memory-hungry (``huge_input``, ``big_input``)."""
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
     model = fu.read_model(str(src))
@@ -89,6 +90,10 @@ def edited(src: Path, dest: Path, how: str) -> Path:
         sg.inputs = []
     elif how == "input_out_of_range":
         sg.inputs = [len(sg.tensors) + 100]
+    elif how == "huge_input":  # a 30000x30000 input declared in a file of ~100 KB: 10 GB if allocated
+        sg.tensors[sg.inputs[0]].shape = [1, 30000, 30000, 3]
+    elif how == "big_input":  # 3 GB: under the per-model limit, over a small worker memory limit
+        sg.tensors[sg.inputs[0]].shape = [1, 16000, 16000, 3]
     else:
         raise ValueError(how)
     fu.write_model(model, str(dest))

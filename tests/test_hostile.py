@@ -52,7 +52,7 @@ def models(tmp_path_factory, export24) -> dict[str, Path]:
            for name in ("endless_loop", "two_d", "one_channel_x2", "dynamic_x2", "rgb_x2")}
     # edits of a model that passes the GPU check, so only the edit can make it fail
     out["gpu_ok"] = export24 / "model_fp32.tflite"
-    for how in ("negative_dim", "no_input", "input_out_of_range"):
+    for how in ("negative_dim", "no_input", "input_out_of_range", "huge_input", "big_input"):
         out[how] = hm.edited(out["gpu_ok"], d / f"{how}.tflite", how)
     return out
 
@@ -246,6 +246,29 @@ def test_checkpoint_architecture_fields_are_bounded(tmp_path, mid, expect):
                                str(ck), "--size", "16x16", "--out", str(tmp_path / "o")])
     one_line_exit2(proc, "sr-export", expect)
     assert peak < 1500 and not (tmp_path / "o").exists()
+
+
+def test_a_small_model_declaring_gigabytes_is_refused_before_allocation(models, tmp_path):
+    assert models["huge_input"].stat().st_size < 1 << 20
+    png(tmp_path / "a.png")
+    proc, peak = _peak_rss_mb([sys.executable, "-m", "srdeploy.benchmark.eval_cli", "--artifact",
+                               str(models["huge_input"]), "--scale", "2", "--data", str(tmp_path)])
+    one_line_exit2(proc, "sr-eval", "MB of run-time tensors (largest 10,300 MB)")
+    assert peak < 1500
+    proc, peak = _peak_rss_mb([sys.executable, "-m", "srdeploy.benchmark.bench_cli", str(models["huge_input"]),
+                               str(models["gpu_ok"]), "--runs", "1", "--json", str(tmp_path / "b.json")])
+    rows = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert proc.returncode == 1 and "declares" in rows[0]["error"] and rows[1]["error"] is None
+    assert peak < 1500
+
+
+def test_bench_workers_run_under_a_memory_limit(models, tmp_path):
+    proc, peak = _peak_rss_mb([sys.executable, "-m", "srdeploy.benchmark.bench_cli", str(models["big_input"]),
+                               str(models["gpu_ok"]), "--runs", "1", "--memory-limit", "1000",
+                               "--json", str(tmp_path / "b.json")])
+    rows = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert proc.returncode == 1 and rows[0]["error"] and rows[1]["error"] is None, rows
+    assert peak < 1500
 
 
 # ---------------------------------------------------------------- D3 mixed folders

@@ -96,6 +96,60 @@ def default_deadline() -> float:
         return 600.0
 
 
+#: bytes per element of each TFLite TensorType (schema order); unknown types count 8
+_TFLITE_ELEM_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 15: 4,
+                      16: 2, 17: 1, 18: 2, 19: 1, 20: 1, 21: 1, 22: 1}
+#: a model whose declared run-time tensors exceed these is refused before any runtime allocates them
+MAX_TENSOR_BYTES = 4 << 30
+
+
+def max_model_memory_bytes() -> int:
+    """Limit on the sum of a model's declared run-time tensors (``SRDEPLOY_MAX_MODEL_MEMORY_MB``,
+    default 16384 MB): a 1 KB file can declare a 30000x30000 input."""
+    try:
+        return int(float(os.environ.get("SRDEPLOY_MAX_MODEL_MEMORY_MB", "16384")) * 2**20)
+    except ValueError:
+        return 16384 * 2**20
+
+
+def tflite_tensor_bytes(data: bytes) -> tuple[int, int]:
+    """``(sum, largest)`` bytes of the non-constant tensors a .tflite declares, read from the
+    flatbuffer without building the model (what the interpreter would plan its arena from)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.Model.GetRootAs(data, 0)
+    total = largest = 0
+    n_buf = m.BuffersLength()
+    for g in range(m.SubgraphsLength()):
+        sg = m.Subgraphs(g)
+        for t in range(sg.TensorsLength()):
+            ten = sg.Tensors(t)
+            b = ten.Buffer()
+            if 0 < b < n_buf:
+                buf = m.Buffers(b)
+                if buf.DataLength() > 0 or buf.Offset() > 0:  # a constant: stored in the file itself
+                    continue
+            n = 1
+            for d in (ten.ShapeAsNumpy() if ten.ShapeLength() else []):
+                n *= max(int(d), 1)
+            size = n * _TFLITE_ELEM_BYTES.get(ten.Type(), 8)
+            total, largest = total + size, max(largest, size)
+    return total, largest
+
+
+def check_model_memory(name: str, data: bytes) -> None:
+    """Refuse a .tflite whose declared run-time tensors would take more memory than allowed."""
+    try:
+        total, largest = tflite_tensor_bytes(data)
+    except Exception:  # not a flatbuffer: the loader reports that
+        return
+    limit = max_model_memory_bytes()
+    if largest > MAX_TENSOR_BYTES or total > limit:
+        raise SrDeployError(f"{name} declares {total / 2**20:,.0f} MB of run-time tensors (largest "
+                            f"{largest / 2**20:,.0f} MB), above the limit of {limit / 2**20:,.0f} MB per model / "
+                            f"{MAX_TENSOR_BYTES >> 20:,} MB per tensor (SRDEPLOY_MAX_MODEL_MEMORY_MB raises the first)")
+
+
 def check_sr_io(name: str, in_shape, out_shape, channels_last: bool = True) -> None:
     """An artifact srdeploy's tools can tile: one fixed 4-D RGB input of batch 1 and a 4-D output
     an integer multiple of it. Anything else is a one-line user error before any work."""
@@ -196,6 +250,11 @@ class TFLiteRunner:
         kwargs = {"num_threads": threads} if threads else {}
         if not use_xnnpack:
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        name = Path(path).name if path else "(in memory)"
+        if model_content is None and path is not None and Path(path).is_file():
+            check_model_memory(name, Path(path).read_bytes())
+        elif model_content is not None:
+            check_model_memory(name, model_content)
         try:
             source = {"model_content": model_content} if model_content is not None else {"model_path": str(path)}
             with native_stderr_filtered():

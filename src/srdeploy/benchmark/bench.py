@@ -87,27 +87,40 @@ def summarize(res: BenchResult) -> None:
 
 #: seconds one worker request (load, a round of runs, profile) may take before the worker is killed
 DEFAULT_TIMEOUT_S = 600.0
+#: address space one worker may map (MB): a worker maps ~200 MB plus its model's tensors, so this
+#: caps what a hostile model can make it allocate (a failed allocation becomes that row's error)
+DEFAULT_MEMORY_LIMIT_MB = 16384
 
 
-def _die_with_parent() -> None:
+def _worker_preexec(memory_limit_mb: float | None):
     """In the child before exec: SIGKILL it when the parent dies (Linux prctl PR_SET_PDEATHSIG), so
-    a worker stuck in a hostile model never outlives an sr-bench that was stopped or killed."""
-    import ctypes
-    import signal
+    a worker stuck in a hostile model never outlives an sr-bench that was stopped or killed; and
+    cap its address space (RLIMIT_AS)."""
+    def preexec() -> None:
+        import ctypes
+        import resource
+        import signal
 
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if memory_limit_mb:
+            lim = int(memory_limit_mb * 2**20)
+            resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+
+    return preexec
 
 
 class _Worker:
-    def __init__(self, setting: BenchSetting, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, setting: BenchSetting, timeout: float = DEFAULT_TIMEOUT_S,
+                 memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB) -> None:
         self.setting, self.timeout = setting, timeout
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(setting.threads))
+        linux = sys.platform.startswith("linux")
         self.proc = subprocess.Popen([sys.executable, "-m", "srdeploy.benchmark.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                     preexec_fn=_worker_preexec(memory_limit_mb) if linux else None)
 
     def ask(self, **req) -> dict:
         """Send one request; the reply must come within ``timeout`` seconds or the worker is killed."""
@@ -145,14 +158,15 @@ class _Worker:
 
 
 def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10, rounds: int | None = None,
-                   profile: bool = False, log=lambda m: None, timeout: float = DEFAULT_TIMEOUT_S) -> list[BenchResult]:
+                   profile: bool = False, log=lambda m: None, timeout: float = DEFAULT_TIMEOUT_S,
+                   memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB) -> list[BenchResult]:
     """Load every setting in its own process, then time ``runs`` invocations each, interleaved in
     ``rounds`` rounds (round-robin across models) so slow drifts of the machine hit all alike."""
     results = [BenchResult(s.model, list(s.size) if s.size else None, s.threads, s.delegate) for s in settings]
     workers: list[_Worker | None] = []
     for s, res in zip(settings, results):
         log(f"loading {s.model}")
-        w = _Worker(s, timeout=timeout)
+        w = _Worker(s, timeout=timeout, memory_limit_mb=memory_limit_mb)
         reply = w.ask(cmd="load", model=s.model, size=list(s.size) if s.size else None, threads=s.threads,
                       delegate=s.delegate)
         if not reply.get("ok"):

@@ -47,6 +47,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds one step of a model (load, a round of runs, profile) may take before its "
                         "worker process is killed and the row reports the time-out (default 600)")
+    p.add_argument("--memory-limit", type=float, default=16384, metavar="MB",
+                   help="address space each model's worker process may map (default 16384 MB; a worker itself "
+                        "takes about 200 MB): a model that needs more fails with an error row")
     return p
 
 
@@ -103,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_file(args.json, "--json")
     if not args.timeout > 0:
         raise SrDeployError(f"--timeout must be > 0, got {args.timeout}")
+    if not args.memory_limit >= 256:
+        raise SrDeployError(f"--memory-limit must be at least 256 MB, got {args.memory_limit}")
     if args.gpu_check:
         return _gpu_check(args.models, args.json)
     size = parse_hw(args.size, "--size")
@@ -120,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for t in threads for m in args.models]
     results = run_benchmarks(settings, warmup=args.warmup, runs=args.runs, rounds=args.rounds,
                              profile=args.profile, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
-                             timeout=args.timeout)
+                             timeout=args.timeout, memory_limit_mb=args.memory_limit)
     attainable = {}
     if args.roofline:
         from ..models import create_model

@@ -44,6 +44,10 @@ class Subject:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
 
+        from ..runtime import check_model_memory
+
+        with open(self.model, "rb") as fh:
+            check_model_memory(os.path.basename(self.model), fh.read())
         kwargs = {"model_path": self.model, "num_threads": self.threads}
         if self.delegate == "none":
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
