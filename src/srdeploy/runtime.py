@@ -312,7 +312,12 @@ def open_artifact(path: str | Path, threads: int | None = None):
         check_sr_io(path.name, r.input.shape, r.session.get_outputs()[0].shape, channels_last=False)
         return r
     if path.suffix == ".tflite":
-        quiet_tensorflow()
+        from .benchmark.bench import probe_load
+
+        check_model_memory(path.name, path.read_bytes())
+        why = probe_load(path)  # a file that crashes or hangs LiteRT does so in a worker, not here
+        if why:
+            raise SrDeployError(f"cannot load TFLite model {path}: {why.split(': ', 1)[-1]}")
         r = TFLiteRunner(path, threads)
         it = r.interpreter
         if len(it.get_input_details()) != 1 or len(it.get_output_details()) != 1:

@@ -207,3 +207,14 @@ def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10
         w.close()
         summarize(res)
     return results
+
+
+def probe_load(path, timeout: float = 120.0) -> str | None:
+    """None when LiteRT loads and allocates the .tflite, else why not — in a worker process, so a
+    file that crashes or hangs the runtime cannot take the caller with it."""
+    w = _Worker(BenchSetting(str(path), None, 1, "xnnpack"), timeout=timeout)
+    try:
+        reply = w.ask(cmd="load", model=str(path), size=None, threads=1, delegate="xnnpack", check_only=True)
+    finally:
+        w.close()
+    return None if reply.get("ok") else reply.get("error", "unknown error")

@@ -87,19 +87,6 @@ def structure_errors(model) -> list[str]:
     return errs[:5]
 
 
-def _loads(path, timeout: float = 120.0) -> str | None:
-    """None when LiteRT loads and allocates the model, else why not — in a worker process, so a file
-    that crashes or hangs the runtime cannot take the caller with it."""
-    from .bench import BenchSetting, _Worker
-
-    w = _Worker(BenchSetting(str(path), None, 1, "xnnpack"), timeout=timeout)
-    try:
-        reply = w.ask(cmd="load", model=str(path), size=None, threads=1, delegate="xnnpack", check_only=True)
-    finally:
-        w.close()
-    return None if reply.get("ok") else reply.get("error", "unknown error")
-
-
 def gpu_check(path, check_load: bool = False) -> GpuReport:
     """Static check of *path* against the GPU delegate's rules. A file that is not a valid TFLite
     graph gets ``error`` set (and fails); *check_load* also requires LiteRT to load it."""
@@ -117,7 +104,9 @@ def gpu_check(path, check_load: bool = False) -> GpuReport:
         report.error = "; ".join(errs)
         return report
     if check_load:
-        report.error = _loads(path)
+        from .bench import probe_load
+
+        report.error = probe_load(path)
         if report.error:
             return report
     names = op_name_map()
