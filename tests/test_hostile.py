@@ -334,6 +334,16 @@ def test_upscale_refuses_a_folder_into_itself(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
 
 
+def test_upscale_refuses_two_inputs_with_one_output_name(tmp_path):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        png(tmp_path / sub / "a.png")
+    proc = run_cli("srdeploy.upscale", str(tmp_path / "x" / "a.png"), str(tmp_path / "y" / "a.png"), "-o",
+                   str(tmp_path / "out"), "--model", "dipnet_lite")
+    one_line_exit2(proc, "sr-upscale", "would both be written to a_x2.png")
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- D1 / D9 sr-bench
 def test_bench_of_a_2d_input_model_keeps_every_row(models, tmp_path):
     proc = run_cli("srdeploy.benchmark.bench_cli", str(models["two_d"]), str(models["rgb_x2"]), "--runs", "2",

@@ -106,6 +106,12 @@ def _destinations(files: list[Path], out: Path, single_file_out: bool, scale: in
     for d in dests:
         if d.resolve() in inputs:
             raise SrDeployError(f"{d} is one of the inputs: refusing to overwrite it (choose another -o)")
+    seen: dict[Path, Path] = {}
+    for f, d in zip(files, dests):
+        if d.resolve() in seen:
+            raise SrDeployError(f"{seen[d.resolve()]} and {f} would both be written to {d.name}: "
+                                "upscale them into different folders")
+        seen[d.resolve()] = f
     if not single_file_out:
         out_r = out.resolve()
         if any(f.resolve().parent == out_r for f in files):
