@@ -29,6 +29,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Call *main*; map user errors to one line on stderr and their exit code."""
+    from . import errors
+
+    errors.PROGRAM = prog
     try:
         return main(argv)
     except SrDeployError as exc:

@@ -69,9 +69,10 @@ class Deadline:
         self._timer: threading.Timer | None = None
 
     def _expire(self) -> None:
-        prog = Path(sys.argv[0]).name or "srdeploy"
+        from . import errors
+
         try:
-            sys.stderr.write(f"{prog}: error: {self.what} did not finish within {self.seconds:g} s "
+            sys.stderr.write(f"{errors.PROGRAM}: error: {self.what} did not finish within {self.seconds:g} s "
                              "(deadline; raise it with SRDEPLOY_DEADLINE_S)\n")
             sys.stderr.flush()
         finally:
