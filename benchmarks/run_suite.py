@@ -146,21 +146,26 @@ def markdown(doc: dict) -> str:
     lines = [f"`{doc['command']}` — {doc['date']}, {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), "
              f"{doc['threads']} threads, XNNPACK, {doc['runs']} interleaved timed runs per row "
              f"(suite wall time {doc['seconds'] / 60:.1f} min).", "",
-             "| model | precision | LR size | GMAC | median ms | min ms | ratio to anchor | peak RSS MB | Set5 PSNR-Y |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | precision | LR size | GMAC | median ms | min ms | ratio to anchor | peak RSS MB | "
+             "model's own MB | liveness bound MB | memory / bound | Set5 PSNR-Y |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
         size = f"{r['size'][0]}x{r['size'][1]}"
         if r.get("error"):
-            lines.append(f"| {r['model']} | {r['precision']} | {size} | | error: {r['error']} | | | | |")
+            lines.append(f"| {r['model']} | {r['precision']} | {size} | | error: {r['error']} | | | | | | | |")
             continue
         psnr = "random weights" if r.get("random_weights") else ("-" if r.get("psnr") is None else f"{r['psnr']:.3f}")
         ratio = "-" if r.get("ratio_to_anchor") is None else f"{r['ratio_to_anchor']:.3f}"
         gmac = "-" if r.get("gmac") is None else f"{r['gmac']:.1f}"
+        def num(key, fmt):
+            return "-" if r.get(key) is None else format(r[key], fmt)
+
         lines.append(f"| {r['model']} | {r['precision']} | {size} | {gmac} | {r['median_ms']:.1f} | "
-                     f"{r['min_ms']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} | {psnr} |")
+                     f"{r['min_ms']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} | {num('model_memory_mb', '.0f')} | "
+                     f"{num('liveness_bound_mb', '.1f')} | {num('memory_ratio', '.2f')} | {psnr} |")
     for s in doc["skipped"]:
         lines.append(f"| {s['model']} | fp32/fp16 | {s['size'][0]}x{s['size'][1]} | {s['gmac']:.0f} | skipped: "
-                     f"{s['reason']} | | | | |")
+                     f"{s['reason']} | | | | | | | |")
     return "\n".join(lines)
 
 
@@ -173,7 +178,7 @@ def plot(rows: list[dict], path: Path) -> None:
     pts = [r for r in rows if r.get("psnr") and r.get("median_ms")]
     if not pts:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, (ax, mx) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=120)
     colors = {}
     for r in pts:
         c = colors.setdefault(r["model"], f"C{len(colors)}")
@@ -187,6 +192,28 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("Set5 PSNR-Y (dB), model's own scale")
     ax.set_title("Latency vs quality (TFLite, XNNPACK): filled = FP32, open square = FP16")
     ax.grid(True, alpha=0.3)
+    # memory: each row's own peak memory against its graph's activation liveness bound
+    mem = [r for r in rows if r.get("model_memory_mb") and r.get("liveness_bound_mb")]
+    for r in mem:
+        c = colors.setdefault(r["model"], f"C{len(colors)}")
+        fp32 = r["precision"] == "fp32"
+        mx.scatter(r["liveness_bound_mb"], r["model_memory_mb"], marker="o" if fp32 else "s", s=40 if fp32 else 70,
+                   facecolors=c if fp32 else "none", edgecolors=c)
+        if fp32:
+            mx.annotate(f"{r['model']} {r['size'][0]}x{r['size'][1]}", (r["liveness_bound_mb"], r["model_memory_mb"]),
+                        fontsize=7, xytext=(5, 3), textcoords="offset points")
+    if mem:
+        lo = min(r["liveness_bound_mb"] for r in mem) / 2
+        hi = max(max(r["model_memory_mb"], r["liveness_bound_mb"]) for r in mem) * 2
+        for k, style in ((1.0, "-"), (1.5, "--")):
+            mx.plot([lo, hi / k], [lo * k, hi], style, color="grey", lw=0.8, label=f"memory = {k:g} x bound")
+        mx.legend(fontsize=8)
+    mx.set_xscale("log")
+    mx.set_yscale("log")
+    mx.set_xlabel("activation liveness bound of the graph (MB)")
+    mx.set_ylabel("model's own peak memory, XNNPACK (MB)")
+    mx.set_title("Memory against its physical limit")
+    mx.grid(True, alpha=0.3, which="both")
     fig.tight_layout()
     tmp = path.with_suffix(".partial.png")
     fig.savefig(tmp)

@@ -37,6 +37,11 @@ class BenchResult:
     std_ms: float | None = None
     runs: int = 0
     peak_rss_mb: float | None = None
+    #: the model's own peak memory: the worker's RSS high-water mark minus the one before loading
+    model_memory_mb: float | None = None
+    #: activation liveness bound of the graph (TFLite; see benchmark/memory.py) and the ratio to it
+    liveness_bound_mb: float | None = None
+    memory_ratio: float | None = None
     input: dict | None = None
     output: dict | None = None
     profile: dict | None = None
@@ -204,6 +209,16 @@ def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10
         reply = w.ask(cmd="stats")
         if reply.get("ok"):
             res.peak_rss_mb = reply["peak_rss_mb"]
+            res.model_memory_mb = reply.get("model_memory_mb")
+        if res.model.endswith(".tflite") and not res.error:
+            from .memory import liveness_bound
+
+            try:
+                res.liveness_bound_mb = liveness_bound(res.model).mb
+            except Exception:  # a file the runtime ran but the reader cannot walk: no bound, no ratio
+                res.liveness_bound_mb = None
+            if res.liveness_bound_mb and res.model_memory_mb is not None:
+                res.memory_ratio = res.model_memory_mb / res.liveness_bound_mb
         w.close()
         summarize(res)
     return results

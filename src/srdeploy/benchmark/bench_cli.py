@@ -157,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"  Init: {_fmt(r.init_ms)} ms   First inference: {_fmt(r.first_ms)} ms   "
               f"Peak memory footprint: {_fmt(r.peak_rss_mb)} MB")
+        if r.model_memory_mb is not None:
+            bound = (f"   activation liveness bound {_fmt(r.liveness_bound_mb)} MB, ratio {_fmt(r.memory_ratio, 2)}x"
+                     if r.liveness_bound_mb else "")
+            print(f"  Model's own memory: {_fmt(r.model_memory_mb)} MB{bound}")
         print(f"  Inference ({r.runs} runs): min={_fmt(r.min_ms)} median={_fmt(r.median_ms)} "
               f"avg={_fmt(r.mean_ms)} p90={_fmt(r.p90_ms)} max={_fmt(r.max_ms)} std={_fmt(r.std_ms)} ms")
         print(f"  Input {r.input['shape']} {r.input['dtype']} -> output {r.output['shape']} {r.output['dtype']}")

@@ -8,7 +8,7 @@ that ratios between models hold on a noisy machine. Protocol (one JSON object pe
     ← {"ok": true, "init_ms": ..., "first_ms": ..., "input": {...}, "output": {...}}
     → {"cmd": "run", "n": k}            ← {"ok": true, "times_ms": [...]}
     → {"cmd": "profile", "runs": k}     ← {"ok": true, "ops": {...}}
-    → {"cmd": "stats"}                  ← {"ok": true, "peak_rss_mb": ...}
+    → {"cmd": "stats"}                  ← {"ok": true, "peak_rss_mb": ..., "model_memory_mb": ...}
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ class Subject:
     def _load_tflite(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
+
+        self.base_hwm_mb = peak_rss_mb()  # the runtime is imported: what follows is the model's own
 
         from ..runtime import check_model_memory
 
@@ -103,6 +105,7 @@ class Subject:
     def _load_onnx(self) -> None:
         import onnxruntime as ort
 
+        self.base_hwm_mb = peak_rss_mb()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
@@ -131,6 +134,7 @@ class Subject:
         from ..models import create_model, get_spec
 
         torch.set_num_threads(self.threads)
+        self.base_hwm_mb = peak_rss_mb()
         name, _, scale = self.model.partition(":")
         spec = get_spec(name)
         scale_i = int(scale.lstrip("x")) if scale else spec.scales[0]
@@ -197,7 +201,11 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
                     raise ValueError("--profile needs a .tflite model")
                 reply = {"ok": True, **profile_tflite(subject.model, subject.threads, int(req.get("runs", 3)))}
             elif cmd == "stats":
-                reply = {"ok": True, "peak_rss_mb": peak_rss_mb()}
+                peak = peak_rss_mb()
+                base = getattr(subject, "base_hwm_mb", None)
+                # the model's own memory: the high-water mark after load, allocation and every run,
+                # minus the one just before loading (a lean process: the runtime and numpy only)
+                reply = {"ok": True, "peak_rss_mb": peak, "model_memory_mb": None if base is None else peak - base}
             elif cmd == "quit":
                 return
             else:
