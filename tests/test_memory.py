@@ -58,3 +58,29 @@ def test_model_memory_grows_with_the_frame_at_least_by_its_output(tmp_path):
     assert big["model_memory_mb"] - small["model_memory_mb"] >= out_diff_mb
     assert big["liveness_bound_mb"] - small["liveness_bound_mb"] >= out_diff_mb
     assert "activation liveness bound" in proc.stdout and "Model's own memory" in proc.stdout
+
+
+def test_compiled_runtime_with_xnnpack_flags_is_a_row_of_its_own(tmp_path):
+    out = tmp_path / "e"
+    proc = run_cli("srdeploy.export.cli", "--model", "dipnet_lite", "--size", "32x32", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    js = tmp_path / "b.json"
+    proc = run_cli("srdeploy.benchmark.bench_cli", str(out / "model_fp32.tflite"), "--runtime", "compiled",
+                   "--xnnpack-flags", "0x20", "--runs", "2", "--json", str(js))
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(js.read_text())["results"]
+    assert row["runtime"] == "compiled" and row["xnnpack_flags"] == 0x20 and row["error"] is None
+    assert row["model_memory_mb"] is not None and row["liveness_bound_mb"] > 0
+    assert "CompiledModel CPU, xnnpack_flags 0x20" in proc.stdout
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--xnnpack-flags", "0x20"], "--xnnpack-flags needs --runtime compiled"),
+    (["--runtime", "compiled", "--xnnpack-flags", "lots"], "must be an integer"),
+    (["--runtime", "compiled", "--delegate", "none"], "runs on the CPU"),
+])
+def test_runtime_options_are_checked(tmp_path, args, expect):
+    f = tmp_path / "m.tflite"
+    f.write_bytes(b"x")
+    proc = run_cli("srdeploy.benchmark.bench_cli", str(f), *args)
+    assert proc.returncode == 2 and expect in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -19,6 +19,10 @@ class BenchSetting:
     size: tuple[int, int] | None
     threads: int
     delegate: str
+    #: TFLite API: "interpreter" (the classic Interpreter) or "compiled" (LiteRT's CompiledModel, CPU)
+    runtime: str = "interpreter"
+    #: XNNPACK flags for the compiled runtime (e.g. 0x20: transient indirection buffers); None = default
+    xnnpack_flags: int | None = None
 
 
 @dataclass
@@ -27,6 +31,8 @@ class BenchResult:
     size: list[int] | None
     threads: int
     delegate: str
+    runtime: str = "interpreter"
+    xnnpack_flags: int | None = None
     init_ms: float | None = None
     first_ms: float | None = None
     min_ms: float | None = None
@@ -167,12 +173,14 @@ def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10
                    memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB) -> list[BenchResult]:
     """Load every setting in its own process, then time ``runs`` invocations each, interleaved in
     ``rounds`` rounds (round-robin across models) so slow drifts of the machine hit all alike."""
-    results = [BenchResult(s.model, list(s.size) if s.size else None, s.threads, s.delegate) for s in settings]
+    results = [BenchResult(s.model, list(s.size) if s.size else None, s.threads, s.delegate, s.runtime,
+                           s.xnnpack_flags) for s in settings]
     workers: list[_Worker | None] = []
     for s, res in zip(settings, results):
         log(f"loading {s.model}")
         w = _Worker(s, timeout=timeout, memory_limit_mb=memory_limit_mb)
         reply = w.ask(cmd="load", model=s.model, size=list(s.size) if s.size else None, threads=s.threads,
+                      runtime=s.runtime, xnnpack_flags=s.xnnpack_flags,
                       delegate=s.delegate)
         if not reply.get("ok"):
             res.error = reply.get("error", "unknown error")

@@ -47,6 +47,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds one step of a model (load, a round of runs, profile) may take before its "
                         "worker process is killed and the row reports the time-out (default 600)")
+    p.add_argument("--runtime", choices=("interpreter", "compiled"), default="interpreter",
+                   help="TFLite API: interpreter (default; LiteRT's Interpreter with its default XNNPACK delegate) "
+                        "or compiled (LiteRT's CompiledModel on the CPU, which takes --xnnpack-flags)")
+    p.add_argument("--xnnpack-flags", metavar="N", help="XNNPACK flags for --runtime compiled, decimal or 0x hex "
+                   "(e.g. 0x20: transient indirection buffers, less memory, slower); default: LiteRT's")
     p.add_argument("--memory-limit", type=float, default=16384, metavar="MB",
                    help="address space each model's worker process may map (default 16384 MB; a worker itself "
                         "takes about 200 MB): a model that needs more fails with an error row")
@@ -106,6 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_file(args.json, "--json")
     if not args.timeout > 0:
         raise SrDeployError(f"--timeout must be > 0, got {args.timeout}")
+    flags = None
+    if args.xnnpack_flags is not None:
+        if args.runtime != "compiled":
+            raise SrDeployError("--xnnpack-flags needs --runtime compiled")
+        try:
+            flags = int(args.xnnpack_flags, 0)
+        except ValueError:
+            raise SrDeployError(f"--xnnpack-flags must be an integer (e.g. 0x20), got {args.xnnpack_flags!r}") from None
+        if not 0 <= flags < 2**32:
+            raise SrDeployError(f"--xnnpack-flags must be a 32-bit unsigned value, got {args.xnnpack_flags}")
+    if args.runtime == "compiled" and args.delegate != "xnnpack":
+        raise SrDeployError("--runtime compiled runs on the CPU (XNNPACK): leave --delegate at its default")
     if not args.memory_limit >= 256:
         raise SrDeployError(f"--memory-limit must be at least 256 MB, got {args.memory_limit}")
     if args.gpu_check:
@@ -121,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..fsutil import atomic_write_json
     from .bench import BenchSetting, machine_info, run_benchmarks
 
-    settings = [BenchSetting(m, size, t, args.delegate if m.endswith(".tflite") else "cpu")
+    settings = [BenchSetting(m, size, t, args.delegate if m.endswith(".tflite") else "cpu",
+                             args.runtime if m.endswith(".tflite") else "interpreter",
+                             flags if m.endswith(".tflite") else None)
                 for t in threads for m in args.models]
     results = run_benchmarks(settings, warmup=args.warmup, runs=args.runs, rounds=args.rounds,
                              profile=args.profile, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
@@ -151,7 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "pct_of_attainable": 100 * gflops / peak}
 
     for r in results:
-        print(f"\n== {r.model}  [{_size_str(r.size)}, {r.threads} thread(s), {r.delegate}]")
+        how = r.delegate if r.runtime == "interpreter" else (
+            "CompiledModel CPU" + (f", xnnpack_flags {r.xnnpack_flags:#x}" if r.xnnpack_flags is not None else ""))
+        print(f"\n== {r.model}  [{_size_str(r.size)}, {r.threads} thread(s), {how}]")
         if r.error:
             print(f"  ERROR: {r.error}")
             continue

@@ -27,11 +27,15 @@ GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerat
 class Subject:
     """Loads one model and runs it on a fixed random input."""
 
-    def __init__(self, model: str, size, threads: int, delegate: str, check_only: bool = False) -> None:
+    def __init__(self, model: str, size, threads: int, delegate: str, check_only: bool = False,
+                 runtime: str = "interpreter", xnnpack_flags: int | None = None) -> None:
         self.model, self.threads, self.delegate, self.check_only = model, threads, delegate, check_only
+        self.runtime, self.xnnpack_flags = runtime, xnnpack_flags
         self.size = tuple(size) if size else None
         t0 = time.perf_counter()
-        if model.endswith(".tflite"):
+        if model.endswith(".tflite") and runtime == "compiled":
+            self._load_compiled()
+        elif model.endswith(".tflite"):
             self._load_tflite()
         elif model.endswith(".onnx"):
             self._load_onnx()
@@ -101,6 +105,43 @@ class Subject:
             return it.get_tensor(self.out["index"])
 
         self.call = call
+
+    def _load_compiled(self) -> None:
+        """LiteRT's CompiledModel on the CPU (XNNPACK), the API that takes XNNPACK flags."""
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import CpuOptions, Options
+
+        from ..runtime import check_model_memory
+
+        self.base_hwm_mb = peak_rss_mb()
+        with open(self.model, "rb") as fh:
+            check_model_memory(os.path.basename(self.model), fh.read())
+        if self.size:
+            raise ValueError("--size is not supported with --runtime compiled (export at the size you time)")
+        cpu = CpuOptions(num_threads=self.threads, xnnpack_flags=self.xnnpack_flags)
+        cm = CompiledModel.from_file(self.model, options=Options(HardwareAccelerator.CPU, cpu_options=cpu))
+        if cm.get_num_signatures() < 1:
+            raise ValueError("the model has no signature")
+        key = list(cm.get_signature_list())[0]
+        ins_d = list(cm.get_input_tensor_details(key).values())
+        outs_d = list(cm.get_output_tensor_details(key).values())
+        if len(ins_d) != 1 or len(outs_d) != 1:
+            raise ValueError("--runtime compiled times models with one input and one output")
+        ins, outs = cm.create_input_buffers(0), cm.create_output_buffers(0)
+        shape, dtype = [int(v) for v in ins_d[0]["shape"]], np.dtype(ins_d[0]["dtype"])
+        rng = np.random.default_rng(0)
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            self.x = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+        else:
+            self.x = rng.random(shape, dtype=np.float32).astype(dtype)
+        ins[0].write(self.x)
+        self.cm, self.buffers = cm, (ins, outs)
+        self.hw = shape[1:3] if len(shape) == 4 else []
+        self.io = {"input": {"shape": shape, "dtype": dtype.name},
+                   "output": {"shape": [int(v) for v in outs_d[0]["shape"]], "dtype": np.dtype(outs_d[0]["dtype"]).name}}
+        self.call = lambda: cm.run_by_index(0, ins, outs)
 
     def _load_onnx(self) -> None:
         import onnxruntime as ort
@@ -188,7 +229,8 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
             cmd = req["cmd"]
             if cmd == "load":
                 subject = Subject(req["model"], req.get("size"), int(req.get("threads") or 1),
-                                  req.get("delegate", "xnnpack"), bool(req.get("check_only")))
+                                  req.get("delegate", "xnnpack"), bool(req.get("check_only")),
+                                  req.get("runtime") or "interpreter", req.get("xnnpack_flags"))
                 first = None if subject.check_only else subject.first()
                 reply = {"ok": True, "init_ms": subject.init_ms, "first_ms": first, "size": subject.hw,
                          **subject.io}
