@@ -463,6 +463,33 @@ def test_sr_data_leaves_no_parent_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zip"]
 
 
+@pytest.mark.parametrize("prog,args,expect", [
+    ("sr-export", ["srdeploy.export.cli", "--model", "dipnet_lite", "--size", "100000x100000"], "exports are at most 4.2 MP"),
+    ("sr-export", ["srdeploy.export.cli", "--model", "dipnet_lite", "--size", "64x64", "--int8", "--calib", "{tmp}",
+                   "--calib-samples", "100000000"], "--calib-samples must be 1..256"),
+    ("sr-export", ["srdeploy.export.cli", "--model", "dipnet_lite", "--size", "64x64", "--int8", "--calib", "{tmp}",
+                   "--qat-steps", "1000000000"], "--qat-steps must be 0..1,000,000"),
+    ("sr-bench", ["srdeploy.benchmark.bench_cli", "dipnet_lite", "--threads", "100000"], "--threads must be 1..256"),
+    ("sr-bench", ["srdeploy.benchmark.bench_cli", "dipnet_lite", "--runs", "1000000000"], "--runs must be at most"),
+    ("sr-train", ["srdeploy.train.cli", "--data", "{tmp}", "--steps", "5", "--batch", "100000000"], "LR pixels a step"),
+    ("sr-upscale", ["srdeploy.upscale", "{img}", "-o", "{tmp}/o.png", "--model", "dipnet_lite", "--tile", "20000x20000"],
+     "a PyTorch tile that large"),
+    ("sr-upscale", ["srdeploy.upscale", "{img}", "-o", "{tmp}/o.png", "--model", "dipnet_lite", "--threads", "100000"],
+     "--threads must be 1..256"),
+])
+def test_numbers_that_would_exhaust_the_machine_are_refused(tmp_path, prog, args, expect):
+    """Old code: each tried to allocate gigabytes to terabytes and ended in an 'internal error'."""
+    work = tmp_path / "w"
+    work.mkdir()
+    img = png(work / "a.png")
+    argv = [a.replace("{tmp}", str(work)).replace("{img}", str(img)) for a in args]
+    if prog in ("sr-export", "sr-train"):
+        argv += ["--out", str(tmp_path / "out")]
+    proc, peak = _peak_rss_mb([sys.executable, "-m", *argv])
+    one_line_exit2(proc, prog, expect)
+    assert peak < 1500 and not (tmp_path / "out").exists() and sorted(p.name for p in work.iterdir()) == ["a.png"]
+
+
 # ---------------------------------------------------------------- D7 float and 16-bit images
 def test_float_tiff_in_unit_range_is_read_by_its_range(tmp_path):
     import cv2

@@ -65,3 +65,12 @@ def check_output_file(path: str | None, flag: str) -> None:
         raise SrDeployError(f"{flag} {path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise SrDeployError(f"{flag} {path} is not writable")
+
+
+#: the most runtime threads any command accepts (more only oversubscribes the cores)
+MAX_THREADS = 256
+
+
+def check_threads(n: int | None, flag: str = "--threads") -> None:
+    if n is not None and not 1 <= n <= MAX_THREADS:
+        raise SrDeployError(f"{flag} must be 1..{MAX_THREADS}, got {n}")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .cli_util import OneLineParser, parse_hw, run_cli
+from .cli_util import OneLineParser, check_threads, parse_hw, run_cli
 from .errors import SrDeployError
 from .imaging import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, max_pixels, psnr_y, read_image, read_rgb,
                       set_max_pixels, to_uint8, write_image)
@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .resize import imresize
 
     set_max_pixels(args.max_pixels)
+    check_threads(args.threads)
     if args.overlap < 0:
         raise SrDeployError(f"--overlap must be >= 0, got {args.overlap}")
     tile = parse_hw(args.tile, "--tile")

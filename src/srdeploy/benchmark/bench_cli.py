@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli_util import OneLineParser, check_output_file, parse_hw, run_cli
+from ..cli_util import OneLineParser, check_output_file, check_threads, parse_hw, run_cli
 from ..errors import SrDeployError
 
 PROG = "sr-bench"
@@ -134,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SrDeployError(f"--threads must be an integer or a comma list, got {args.threads!r}") from None
     if any(t < 1 for t in threads) or args.runs < 1 or args.warmup < 0:
         raise SrDeployError("--threads and --runs must be >= 1, --warmup >= 0")
+    for t in threads:
+        check_threads(t)
+    if args.runs > 100_000 or args.warmup > 10_000 or (args.rounds is not None and not 1 <= args.rounds <= args.runs):
+        raise SrDeployError("--runs must be at most 100000, --warmup at most 10000, --rounds 1..--runs")
 
     from ..fsutil import atomic_write_json
     from .bench import BenchSetting, machine_info, run_benchmarks

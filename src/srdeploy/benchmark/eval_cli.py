@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.model and not args.artifact:
         raise SrDeployError("give --model NAME or --artifact FILE")
     check_output_file(args.json, "--json")
+    from ..cli_util import check_threads
+
+    check_threads(args.threads)
     set_max_pixels(args.max_pixels)
     datasets = [find_dataset(d, args.scale) for d in args.data]  # validate every folder before work
     predict, desc = make_predictor(args.model, args.scale, args.artifact, args.weights,

@@ -161,6 +161,9 @@ def make_predictor(model_name: str | None, scale: int, artifact: str | None = No
         raise SrDeployError(f"{spec.name} needs tile sides divisible by {k}")
     if tile and 2 * overlap >= min(tile):
         raise SrDeployError(f"--tile {tile[0]}x{tile[1]} is too small for --overlap {overlap}")
+    if tile and tile[0] * tile[1] > 2 * AUTO_TILE_PIXELS:
+        raise SrDeployError(f"--tile {tile[0]}x{tile[1]} is above {2 * AUTO_TILE_PIXELS / 1e6:.1f} MP: a PyTorch tile "
+                            "that large takes many GB (e.g. --tile 1024x1024)")
 
     def predict(lr: np.ndarray) -> np.ndarray:
         x = lr.astype(np.float32) / 255.0

@@ -45,11 +45,21 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
+#: the largest LR export (the parity gate's float64 reference of a 64-channel network at this size
+#: already takes several GB); bigger frames are tiled at run time
+MAX_EXPORT_PIXELS = 1 << 22
+MAX_CALIB_SAMPLES = 256
+MAX_QAT_STEPS = 1_000_000
+
+
 def parse_size(text: str | None, spec: ModelSpec) -> tuple[int, int]:
     """``"HxW"`` → (H, W), validated against the architecture's constraints."""
     if text is None:
         return spec.default_size
     h, w = parse_hw(text, "--size")
+    if h * w > MAX_EXPORT_PIXELS:
+        raise SrDeployError(f"--size {h}x{w} is {h * w / 1e6:.1f} MP; exports are at most {MAX_EXPORT_PIXELS / 1e6:.1f} MP "
+                            "(e.g. 2048x2048): larger frames are upscaled tile by tile at run time")
     k = spec.size_multiple
     if h % k or w % k:
         raise SrDeployError(f"{spec.name} needs H and W divisible by {k}, got {h}x{w}")
@@ -118,6 +128,12 @@ class Exporter:
 
             if not cfg.calib:
                 raise SrDeployError("--int8 needs --calib DIR (a folder of HR images, e.g. DIV2K HR)")
+            h, w = self.size
+            if not 1 <= cfg.calib_samples <= MAX_CALIB_SAMPLES or cfg.calib_samples * h * w * 12 > 4 << 30:
+                raise SrDeployError(f"--calib-samples must be 1..{MAX_CALIB_SAMPLES} and hold at most 4 GB of "
+                                    f"{h}x{w} float crops, got {cfg.calib_samples}")
+            if not 0 <= cfg.qat_steps <= MAX_QAT_STEPS:
+                raise SrDeployError(f"--qat-steps must be 0..{MAX_QAT_STEPS:,}, got {cfg.qat_steps}")
             self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges, cfg.qat_steps)
             # --ranges auto and QAT are judged on other crops of the same folder (never evaluation images)
             judged = self.ranges == "auto" or cfg.qat_steps > 0

@@ -77,6 +77,11 @@ class TrainConfig:
             raise SrDeployError("--batch must be >= 1")
         if self.patch < 4:
             raise SrDeployError(f"--patch must be >= 4, got {self.patch}")
+        if self.batch * self.patch * self.patch > 1 << 20:
+            raise SrDeployError(f"--batch {self.batch} x --patch {self.patch}^2 is {self.batch * self.patch ** 2:,} LR pixels "
+                                "a step; at most 1,048,576 (e.g. 16 x 256^2)")
+        if self.threads is not None and self.threads > 256:
+            raise SrDeployError(f"--threads must be 1..256, got {self.threads}")
         for flag, v in (("--lr", self.lr), ("--w-out", self.w_out), ("--w-feat", self.w_feat)):
             if not math.isfinite(v) or v < 0 or (flag == "--lr" and v == 0):
                 raise SrDeployError(f"{flag} must be a finite number {'> 0' if flag == '--lr' else '>= 0'}, got {v}")
