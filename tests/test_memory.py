@@ -3,7 +3,6 @@ peak memory, and their ratio."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
