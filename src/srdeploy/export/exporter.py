@@ -132,8 +132,8 @@ class Exporter:
             if not 1 <= cfg.calib_samples <= MAX_CALIB_SAMPLES or cfg.calib_samples * h * w * 12 > 4 << 30:
                 raise SrDeployError(f"--calib-samples must be 1..{MAX_CALIB_SAMPLES} and hold at most 4 GB of "
                                     f"{h}x{w} float crops, got {cfg.calib_samples}")
-            if not 0 <= cfg.qat_steps <= MAX_QAT_STEPS:
-                raise SrDeployError(f"--qat-steps must be 0..{MAX_QAT_STEPS:,}, got {cfg.qat_steps}")
+            if cfg.qat_steps > MAX_QAT_STEPS:  # (negative values: check_int8_options below)
+                raise SrDeployError(f"--qat-steps must be at most {MAX_QAT_STEPS:,}, got {cfg.qat_steps}")
             self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges, cfg.qat_steps)
             # --ranges auto and QAT are judged on other crops of the same folder (never evaluation images)
             judged = self.ranges == "auto" or cfg.qat_steps > 0
