@@ -179,14 +179,19 @@ def plot(rows: list[dict], path: Path) -> None:
     if not pts:
         return
     fig, (ax, mx) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=120)
-    colors = {}
-    for r in pts:
-        c = colors.setdefault(r["model"], f"C{len(colors)}")
-        fp32 = r["precision"] == "fp32"
-        ax.scatter(r["median_ms"], r["psnr"], marker="o" if fp32 else "s", s=40 if fp32 else 70,
-                   facecolors=c if fp32 else "none", edgecolors=c)
-        if fp32:
-            ax.annotate(r["model"], (r["median_ms"], r["psnr"]), fontsize=8, xytext=(6, 4), textcoords="offset points")
+    colors: dict[str, str] = {}
+
+    def scatter(axis, subset, x, y, label, fontsize):
+        """One point per row: filled circle FP32, open square FP16, one colour per model."""
+        for r in subset:
+            c = colors.setdefault(r["model"], f"C{len(colors)}")
+            fp32 = r["precision"] == "fp32"
+            axis.scatter(r[x], r[y], marker="o" if fp32 else "s", s=40 if fp32 else 70,
+                         facecolors=c if fp32 else "none", edgecolors=c)
+            if fp32:
+                axis.annotate(label(r), (r[x], r[y]), fontsize=fontsize, xytext=(6, 4), textcoords="offset points")
+
+    scatter(ax, pts, "median_ms", "psnr", lambda r: r["model"], 8)
     ax.set_xscale("log")
     ax.set_xlabel(f"median latency at {pts[0]['size'][0]}x{pts[0]['size'][1]} LR (ms, log scale)")
     ax.set_ylabel("Set5 PSNR-Y (dB), model's own scale")
@@ -194,14 +199,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.grid(True, alpha=0.3)
     # memory: each row's own peak memory against its graph's activation liveness bound
     mem = [r for r in rows if r.get("model_memory_mb") and r.get("liveness_bound_mb")]
-    for r in mem:
-        c = colors.setdefault(r["model"], f"C{len(colors)}")
-        fp32 = r["precision"] == "fp32"
-        mx.scatter(r["liveness_bound_mb"], r["model_memory_mb"], marker="o" if fp32 else "s", s=40 if fp32 else 70,
-                   facecolors=c if fp32 else "none", edgecolors=c)
-        if fp32:
-            mx.annotate(f"{r['model']} {r['size'][0]}x{r['size'][1]}", (r["liveness_bound_mb"], r["model_memory_mb"]),
-                        fontsize=7, xytext=(5, 3), textcoords="offset points")
+    scatter(mx, mem, "liveness_bound_mb", "model_memory_mb", lambda r: f"{r['model']} {r['size'][0]}x{r['size'][1]}", 7)
     if mem:
         lo = min(r["liveness_bound_mb"] for r in mem) / 2
         hi = max(max(r["model_memory_mb"], r["liveness_bound_mb"]) for r in mem) * 2
