@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .errors import SrDeployError
 
-__all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir", "FolderLock", "swap_in"]
+__all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir", "FolderLock", "staging_dir",
+           "swap_in"]
 
 
 def _tmp_beside(dest: Path) -> Path:
@@ -88,6 +89,16 @@ class FolderLock:
             self.file.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
+
+
+def staging_dir(final: Path) -> Path:
+    """A new empty hidden folder beside *final* (same file system, so it can be renamed into place),
+    with the permissions a plain ``mkdir`` would give (mkdtemp makes 0700)."""
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staged, 0o777 & ~umask)
+    return staged
 
 
 def swap_in(staged: Path, final: Path) -> None:

@@ -113,29 +113,33 @@ def max_model_memory_bytes() -> int:
         return 16384 * 2**20
 
 
+def runtime_tensor_bytes(model, subgraph) -> dict[int, int]:
+    """``{tensor index: bytes}`` of the non-constant tensors of one subgraph of a parsed flatbuffer
+    (``schema.Model.GetRootAs``), from the declared shapes, without building the model."""
+    sizes = {}
+    n_buf = model.BuffersLength()
+    for t in range(subgraph.TensorsLength()):
+        ten = subgraph.Tensors(t)
+        b = ten.Buffer()
+        if 0 < b < n_buf:
+            buf = model.Buffers(b)
+            if buf.DataLength() > 0 or buf.Offset() > 0:  # a constant: stored in the file itself
+                continue
+        n = 1
+        for d in (ten.ShapeAsNumpy() if ten.ShapeLength() else []):
+            n *= max(int(d), 1)
+        sizes[t] = n * _TFLITE_ELEM_BYTES.get(ten.Type(), 8)
+    return sizes
+
+
 def tflite_tensor_bytes(data: bytes) -> tuple[int, int]:
-    """``(sum, largest)`` bytes of the non-constant tensors a .tflite declares, read from the
-    flatbuffer without building the model (what the interpreter would plan its arena from)."""
+    """``(sum, largest)`` bytes of the non-constant tensors a .tflite declares in all its subgraphs
+    (what the interpreter would plan its arenas from)."""
     from ai_edge_litert import schema_py_generated as schema
 
     m = schema.Model.GetRootAs(data, 0)
-    total = largest = 0
-    n_buf = m.BuffersLength()
-    for g in range(m.SubgraphsLength()):
-        sg = m.Subgraphs(g)
-        for t in range(sg.TensorsLength()):
-            ten = sg.Tensors(t)
-            b = ten.Buffer()
-            if 0 < b < n_buf:
-                buf = m.Buffers(b)
-                if buf.DataLength() > 0 or buf.Offset() > 0:  # a constant: stored in the file itself
-                    continue
-            n = 1
-            for d in (ten.ShapeAsNumpy() if ten.ShapeLength() else []):
-                n *= max(int(d), 1)
-            size = n * _TFLITE_ELEM_BYTES.get(ten.Type(), 8)
-            total, largest = total + size, max(largest, size)
-    return total, largest
+    sizes = [b for g in range(m.SubgraphsLength()) for b in runtime_tensor_bytes(m, m.Subgraphs(g)).values()]
+    return sum(sizes), max(sizes, default=0)
 
 
 def check_model_memory(name: str, data: bytes) -> None:
@@ -315,8 +319,7 @@ def open_artifact(path: str | Path, threads: int | None = None):
     if path.suffix == ".tflite":
         from .benchmark.bench import probe_load
 
-        check_model_memory(path.name, path.read_bytes())
-        why = probe_load(path)  # a file that crashes or hangs LiteRT does so in a worker, not here
+        why = probe_load(path)  # (its worker refuses a model declaring too much memory before allocating)  # a file that crashes or hangs LiteRT does so in a worker, not here
         if why:
             raise SrDeployError(f"cannot load TFLite model {path}: {why.split(': ', 1)[-1]}")
         r = TFLiteRunner(path, threads)

@@ -144,12 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     set_max_pixels(args.max_pixels)
     check_threads(args.threads)
-    if args.overlap < 0:
-        raise SrDeployError(f"--overlap must be >= 0, got {args.overlap}")
     tile = parse_hw(args.tile, "--tile")
-    if tile and 2 * args.overlap >= min(tile):
-        raise SrDeployError(f"--tile {tile[0]}x{tile[1]} is too small for --overlap {args.overlap} "
-                            f"(each side must exceed 2 x overlap = {2 * args.overlap})")
     files = _collect(args.inputs)
     out = Path(args.out)
     single_file_out = len(files) == 1 and out.suffix.lower() in IMAGE_SUFFIXES

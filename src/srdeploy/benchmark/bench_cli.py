@@ -44,7 +44,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--gpu-check", action="store_true",
                    help="only check which ops/tensors the TFLite GPU delegate cannot run; no timing")
     p.add_argument("--json", metavar="FILE", help="write every figure and machine facts as JSON")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
+    from .bench import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S
+
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help="seconds one step of a model (load, a round of runs, profile) may take before its "
                         "worker process is killed and the row reports the time-out (default 600)")
     p.add_argument("--runtime", choices=("interpreter", "compiled"), default="interpreter",
@@ -52,7 +54,7 @@ def build_parser() -> OneLineParser:
                         "or compiled (LiteRT's CompiledModel on the CPU, which takes --xnnpack-flags)")
     p.add_argument("--xnnpack-flags", metavar="N", help="XNNPACK flags for --runtime compiled, decimal or 0x hex "
                    "(e.g. 0x20: transient indirection buffers, less memory, slower); default: LiteRT's")
-    p.add_argument("--memory-limit", type=float, default=16384, metavar="MB",
+    p.add_argument("--memory-limit", type=float, default=DEFAULT_MEMORY_LIMIT_MB, metavar="MB",
                    help="address space each model's worker process may map (default 16384 MB; a worker itself "
                         "takes about 200 MB): a model that needs more fails with an error row")
     return p

@@ -62,22 +62,11 @@ def liveness_bound(path: str | Path) -> Liveness:
     """The bound of the main subgraph of a .tflite file."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from ..runtime import _TFLITE_ELEM_BYTES
+    from ..runtime import runtime_tensor_bytes
 
-    data = Path(path).read_bytes()
-    m = schema.Model.GetRootAs(data, 0)
+    m = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
     sg = m.Subgraphs(0)
-    n_buf = m.BuffersLength()
-    size: dict[int, int] = {}
-    for t in range(sg.TensorsLength()):
-        ten = sg.Tensors(t)
-        b = ten.Buffer()
-        if 0 < b < n_buf and (m.Buffers(b).DataLength() > 0 or m.Buffers(b).Offset() > 0):
-            continue  # a constant, stored in the file
-        n = 1
-        for d in (ten.ShapeAsNumpy() if ten.ShapeLength() else []):
-            n *= max(int(d), 1)
-        size[t] = n * _TFLITE_ELEM_BYTES.get(ten.Type(), 8)
+    size = runtime_tensor_bytes(m, sg)
     ops = [sg.Operators(k) for k in range(sg.OperatorsLength())]
     ins = [[int(i) for i in (op.InputsAsNumpy() if op.InputsLength() else []) if i >= 0] for op in ops]
     outs = [[int(i) for i in (op.OutputsAsNumpy() if op.OutputsLength() else [])] for op in ops]

@@ -24,6 +24,22 @@ GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerat
                      "libtensorflowlite_gpu_gl.so")
 
 
+def _random_input(shape: list[int], dtype) -> np.ndarray:
+    """The fixed input every run of a subject gets: uniform over the integer range, or [0, 1)."""
+    rng = np.random.default_rng(0)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    return rng.random(shape, dtype=np.float32).astype(dtype)
+
+
+def _check_memory(path: str) -> None:
+    from ..runtime import check_model_memory
+
+    with open(path, "rb") as fh:
+        check_model_memory(os.path.basename(path), fh.read())
+
+
 class Subject:
     """Loads one model and runs it on a fixed random input."""
 
@@ -49,11 +65,7 @@ class Subject:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
 
         self.base_hwm_mb = peak_rss_mb()  # the runtime is imported: what follows is the model's own
-
-        from ..runtime import check_model_memory
-
-        with open(self.model, "rb") as fh:
-            check_model_memory(os.path.basename(self.model), fh.read())
+        _check_memory(self.model)
         kwargs = {"model_path": self.model, "num_threads": self.threads}
         if self.delegate == "none":
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -88,13 +100,8 @@ class Subject:
             return
         self.inp, self.out = it.get_input_details()[0], it.get_output_details()[0]
         shape = [int(v) for v in self.inp["shape"]]
-        rng = np.random.default_rng(0)
         dtype = self.inp["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            self.x = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
-        else:
-            self.x = rng.random(shape, dtype=np.float32).astype(dtype)
+        self.x = _random_input(shape, dtype)
         self.hw = shape[1:3] if len(shape) == 4 else []  # H, W of an NHWC image; other ranks have none
         self.io = {"input": {"shape": shape, "dtype": np.dtype(dtype).name},
                    "output": {"shape": [int(v) for v in self.out["shape"]], "dtype": np.dtype(self.out["dtype"]).name}}
@@ -112,11 +119,8 @@ class Subject:
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
         from ai_edge_litert.options import CpuOptions, Options
 
-        from ..runtime import check_model_memory
-
         self.base_hwm_mb = peak_rss_mb()
-        with open(self.model, "rb") as fh:
-            check_model_memory(os.path.basename(self.model), fh.read())
+        _check_memory(self.model)
         if self.size:
             raise ValueError("--size is not supported with --runtime compiled (export at the size you time)")
         cpu = CpuOptions(num_threads=self.threads, xnnpack_flags=self.xnnpack_flags)
@@ -130,12 +134,7 @@ class Subject:
             raise ValueError("--runtime compiled times models with one input and one output")
         ins, outs = cm.create_input_buffers(0), cm.create_output_buffers(0)
         shape, dtype = [int(v) for v in ins_d[0]["shape"]], np.dtype(ins_d[0]["dtype"])
-        rng = np.random.default_rng(0)
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            self.x = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
-        else:
-            self.x = rng.random(shape, dtype=np.float32).astype(dtype)
+        self.x = _random_input(shape, dtype)
         ins[0].write(self.x)
         self.cm, self.buffers = cm, (ins, outs)
         self.hw = shape[1:3] if len(shape) == 4 else []

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +19,7 @@ import numpy as np
 
 from ..cli_util import OneLineParser, run_cli
 from ..errors import SrDeployError
+from ..fsutil import staging_dir, swap_in
 from ..models.weights import sha256_file
 
 __all__ = ["bundle", "APP_DTYPES", "ASSET_SUBDIR"]
@@ -131,19 +130,11 @@ def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = N
     }
     dest = app_dir / ASSET_SUBDIR
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".srdeploy.new-", dir=dest.parent))
+    staging = staging_dir(dest)
     try:
         shutil.copyfile(src, staging / name)
         (staging / "manifest.json").write_text(json.dumps(reduced, indent=2) + "\n")
-        os.chmod(staging, 0o755)
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=".srdeploy.old-", dir=dest.parent))
-            os.rmdir(old)
-            os.replace(dest, old)
-        os.replace(staging, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, dest)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

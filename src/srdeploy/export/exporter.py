@@ -3,7 +3,6 @@ and a manifest describing what was written."""
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import platform
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import torch
 
 from ..errors import ParityError, SrDeployError
 from ..cli_util import parse_hw
-from ..fsutil import FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, swap_in
+from ..fsutil import FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, staging_dir, swap_in
 from ..models import check_scale, create_model, get_spec
 from ..models.registry import ModelSpec
 from ..models.weights import resolve_weights, sha256_file
@@ -237,10 +236,7 @@ class Exporter:
         try:
             with FolderLock(final):
                 self._check_out_dir()  # again, now that no other writer can change it
-                staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(staged, 0o777 & ~umask)
+                staged = staging_dir(final)
                 self.out_dir = staged
                 try:
                     manifest = self._run()

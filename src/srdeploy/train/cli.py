@@ -148,7 +148,7 @@ def _average(args, eval_data: str | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .trainer import TrainConfig, Trainer, load_training_checkpoint
+    from .trainer import TrainConfig, Trainer, check_resume_step, load_training_checkpoint
 
     eval_data = args.eval_data or _default("Set5")
     if args.average:  # trains nothing: needs no training data
@@ -174,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SrDeployError("--prune-to must be in (0, 1]")
     if args.prune_rounds < 1 or args.prune_steps < 0:
         raise SrDeployError("--prune-rounds must be >= 1 and --prune-steps >= 0")
-    if ckpt is not None and not ckpt["step"] <= cfg.steps:
-        raise SrDeployError(f"resume checkpoint is at step {ckpt['step']}, beyond --steps {cfg.steps}")
+    if ckpt is not None:  # before the Trainer reads any data
+        check_resume_step(ckpt, cfg.steps)
     progress = not args.no_progress
     trainer = Trainer(cfg, progress=progress, log=lambda s: print(s, file=sys.stderr, flush=True))
     if ckpt is not None:

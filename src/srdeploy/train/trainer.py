@@ -80,15 +80,14 @@ class TrainConfig:
         if self.batch * self.patch * self.patch > 1 << 20:
             raise SrDeployError(f"--batch {self.batch} x --patch {self.patch}^2 is {self.batch * self.patch ** 2:,} LR pixels "
                                 "a step; at most 1,048,576 (e.g. 16 x 256^2)")
-        if self.threads is not None and self.threads > 256:
-            raise SrDeployError(f"--threads must be 1..256, got {self.threads}")
         for flag, v in (("--lr", self.lr), ("--w-out", self.w_out), ("--w-feat", self.w_feat)):
             if not math.isfinite(v) or v < 0 or (flag == "--lr" and v == 0):
                 raise SrDeployError(f"{flag} must be a finite number {'> 0' if flag == '--lr' else '>= 0'}, got {v}")
         if self.eval_every < 1 or self.ckpt_every < 1:
             raise SrDeployError(f"--eval-every and --ckpt-every must be >= 1, got {self.eval_every} and {self.ckpt_every}")
-        if self.threads is not None and self.threads < 1:
-            raise SrDeployError(f"--threads must be >= 1, got {self.threads}")
+        from ..cli_util import check_threads
+
+        check_threads(self.threads)
         import re
 
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -138,6 +137,12 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(ckpt.get("config"), dict):
         raise SrDeployError(f"{p}: its config entry is missing or malformed")
     return ckpt
+
+
+def check_resume_step(ckpt: dict, steps: int) -> None:
+    """A resume checkpoint's step must lie within this run's --steps."""
+    if not 0 <= int(ckpt["step"]) <= steps:
+        raise SrDeployError(f"resume checkpoint is at step {ckpt['step']}, beyond --steps {steps}")
 
 
 def evaluate_psnr(model: nn.Module, folder: str | os.PathLike, scale: int) -> float:
@@ -241,8 +246,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise SrDeployError(f"resume checkpoint does not fit {self.cfg.model}: "
                                 f"{str(exc).splitlines()[0]}") from None
-        if not 0 <= int(ckpt["step"]) <= self.cfg.steps:
-            raise SrDeployError(f"resume checkpoint is at step {ckpt['step']}, beyond --steps {self.cfg.steps}")
+        check_resume_step(ckpt, self.cfg.steps)
         self.step = int(ckpt["step"])
         history = ckpt.get("history", [])
         self.history = list(history) if isinstance(history, list) else []
