@@ -1,4 +1,5 @@
-"""``sr-export``: a registered model → ONNX + TFLite FP32 (+ FP16), each behind a parity gate."""
+"""``sr-export``: a registered model or the user's own ONNX → ONNX + TFLite FP32 (+ FP16, INT8), each
+behind a parity gate."""
 from __future__ import annotations
 
 import json
@@ -35,14 +36,27 @@ def build_parser() -> OneLineParser:
             "TFLite I/O is NHWC float32 RGB in [0, 1]; ONNX I/O is NCHW. Runs fully offline."),
         epilog="models:\n" + _model_list() + (
             "\n\nexit codes: 0 ok, 1 parity gate or converter failed, 2 bad input."
-            "\nexample: sr-export --model imdn_rtc --fp16"),
+            "\nexample: sr-export --model imdn_rtc --fp16"
+            "\nyour own model: sr-export --onnx rfdn_x4.onnx --scale 4 --size 256x256 --value-range 255 --fp16"),
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default="auto",
                    help="registered model name (see below); 'auto' (default): imdn_rtc when its official weights "
                         "are found, else dipnet_lite with the weights embedded in the package (no download, no "
                         "external files) at 720x480")
-    p.add_argument("--scale", type=int, help="upscaling factor (default: the model's first)")
+    p.add_argument("--onnx", metavar="FILE",
+                   help="export your own ONNX model instead of a registered one (single 4-D NCHW float input; needs "
+                        "--scale, and --size when its H/W are dynamic). Its I/O convention is given by --value-range "
+                        "and --channels and converted exactly inside the graph, so every artifact speaks srdeploy's: "
+                        "RGB in [0, 1] (or --io uint8 bytes); the parity reference is onnxruntime on your file")
+    p.add_argument("--value-range", type=int, choices=(1, 255), default=1,
+                   help="--onnx: the value range of the model's input and output: 1 ([0, 1], default) or 255")
+    p.add_argument("--channels", choices=("rgb", "bgr", "y"), default="rgb",
+                   help="--onnx: the model's channels: rgb (default), bgr, or y (one channel of BT.601 luma, the "
+                        "FSRCNN/VDSR convention; the export converts RGB->Y, runs the model, adds the input's "
+                        "bilinearly upscaled Cb/Cr and converts back to RGB)")
+    p.add_argument("--name", help="--onnx: the export's name (default: the file's stem)")
+    p.add_argument("--scale", type=int, help="upscaling factor (default: the model's first; required with --onnx)")
     p.add_argument("--weights", metavar="PATH", help="checkpoint to load instead of the official weights")
     p.add_argument("--random-weights", action="store_true",
                    help="export a randomly initialised network (timing only; e.g. dipnet_lite)")
@@ -146,13 +160,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.bench and args.bench_runs < 1:
         raise SrDeployError("--bench-runs must be >= 1")
+    if args.onnx is not None:
+        if args.model != "auto":
+            raise SrDeployError("--onnx and --model exclude each other")
+        args.model = None
+    elif args.value_range != 1 or args.channels != "rgb" or args.name:
+        raise SrDeployError("--value-range, --channels and --name describe an --onnx model; registry models are RGB in [0, 1]")
     if args.model == "auto":
         args.model, why = _auto_model(args.weights)
         if args.size is None and args.model == "dipnet_lite":
             args.size = "720x480"
         print(f"{PROG}: --model auto -> {args.model} ({why})", file=sys.stderr)
     exporter = Exporter(ExportConfig(
-        model=args.model, scale=args.scale, weights=args.weights, random_weights=args.random_weights,
+        model=args.model, onnx=args.onnx, value_range=args.value_range, channels=args.channels, name=args.name,
+        scale=args.scale, weights=args.weights, random_weights=args.random_weights,
         size=args.size, fp16=args.fp16, out=args.out, parity=not args.no_parity, seed=args.seed,
         int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act, ranges=args.ranges,
         qat_steps=args.qat_steps, quality=args.quality,

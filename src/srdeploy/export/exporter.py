@@ -1,4 +1,4 @@
-"""The exporter: model by name → ONNX → TFLite FP32/FP16, a parity gate after every artifact,
+"""The exporter: a model source (registry name, ONNX file, nn.Module; see srdeploy.sources) → ONNX → TFLite FP32/FP16, a parity gate after every artifact,
 and a manifest describing what was written."""
 from __future__ import annotations
 
@@ -12,21 +12,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from ..errors import ParityError, SrDeployError
-from ..cli_util import parse_hw
 from ..fsutil import FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, staging_dir, swap_in
-from ..models import check_scale, create_model, get_spec
-from ..models.registry import ModelSpec
-from ..models.weights import resolve_weights, sha256_file
-from ..runtime import OnnxRunner, TFLiteRunner, TorchRunner
+from ..models.weights import sha256_file
+from ..runtime import OnnxRunner, TFLiteRunner
+from ..sources import MAX_EXPORT_PIXELS  # noqa: F401  (re-exported: the export size bound)
 from ..sample_images import parity_image
-from .formats import ONNX_OPSET, convert_onnx2tf, export_onnx
+from .formats import ONNX_OPSET, convert_onnx2tf
 from .fp16 import make_fp16
 from .parity import ParityInput, ParityResult, check_parity, format_table
 
-__all__ = ["ExportConfig", "Exporter", "parse_size", "tool_versions", "ARTIFACT_FILES"]
+__all__ = ["ExportConfig", "Exporter", "tool_versions", "ARTIFACT_FILES"]
 
 ARTIFACT_FILES = {"onnx": "model.onnx", "fp32": "model_fp32.tflite", "fp16": "model_fp16.tflite",
                   "int8": "model_int8.tflite"}
@@ -44,27 +41,8 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-#: the largest LR export (the parity gate's float64 reference of a 64-channel network at this size
-#: already takes several GB); bigger frames are tiled at run time
-MAX_EXPORT_PIXELS = 1 << 22
 MAX_CALIB_SAMPLES = 256
 MAX_QAT_STEPS = 1_000_000
-
-
-def parse_size(text: str | None, spec: ModelSpec) -> tuple[int, int]:
-    """``"HxW"`` → (H, W), validated against the architecture's constraints."""
-    if text is None:
-        return spec.default_size
-    h, w = parse_hw(text, "--size")
-    if h * w > MAX_EXPORT_PIXELS:
-        raise SrDeployError(f"--size {h}x{w} is {h * w / 1e6:.1f} MP; exports are at most {MAX_EXPORT_PIXELS / 1e6:.1f} MP "
-                            "(e.g. 2048x2048): larger frames are upscaled tile by tile at run time")
-    k = spec.size_multiple
-    if h % k or w % k:
-        raise SrDeployError(f"{spec.name} needs H and W divisible by {k}, got {h}x{w}")
-    if min(h, w) < spec.min_size:
-        raise SrDeployError(f"{spec.name} needs H and W of at least {spec.min_size}, got {h}x{w}")
-    return h, w
 
 
 #: crops of the calibration folder (another seed) on which --ranges auto compares its candidates
@@ -73,8 +51,18 @@ HELD_OUT_FRAMES = 4
 
 @dataclass
 class ExportConfig:
-    model: str
+    #: a registry name, an ``nn.Module`` or a :class:`srdeploy.sources.ModelSource`
+    model: object = None
     scale: int | None = None
+    #: a user's ONNX file instead of ``model`` (see srdeploy.sources.onnx_file)
+    onnx: str | None = None
+    #: the source's I/O convention (``--onnx`` files and modules): 1 or 255, rgb | bgr | y
+    value_range: int = 1
+    channels: str = "rgb"
+    #: fold parallel conv branches / BatchNorms of a module exactly before export (srdeploy.models.fuse)
+    fuse: bool = False
+    #: the export's name (default: the registry name, the ONNX file's stem, the module's class)
+    name: str | None = None
     weights: str | None = None
     random_weights: bool = False
     size: str | None = None
@@ -107,17 +95,22 @@ class Exporter:
 
     def __post_init__(self) -> None:
         cfg = self.cfg
-        self.spec = get_spec(cfg.model)
-        self.scale = check_scale(self.spec, cfg.scale)
-        self.size = parse_size(cfg.size, self.spec)
-        self.weights_info = self._resolve_weights()
+        from ..sources import open_source
         from .rewrites import REWRITES
+
+        if cfg.model is None and cfg.onnx is None:
+            raise SrDeployError("nothing to export: give a registry model name, an ONNX file or an nn.Module")
+        self.source = open_source(cfg.model, onnx=cfg.onnx, scale=cfg.scale, value_range=cfg.value_range,
+                                  channels=cfg.channels, weights=cfg.weights, random_weights=cfg.random_weights,
+                                  seed=cfg.seed, fuse=cfg.fuse, name=cfg.name)
+        self.scale = self.source.scale
 
         unknown = [r for r in cfg.rewrites if r not in REWRITES]
         if unknown:
             raise SrDeployError(f"unknown rewrite(s) {', '.join(unknown)}; available: {', '.join(REWRITES)}")
+        self.size = self.source.check_size(cfg.size)
         h, w = self.size
-        default_out = Path("exports") / f"{self.spec.name}_x{self.scale}_{h}x{w}"
+        default_out = Path("exports") / f"{self.source.name}_x{self.scale}_{h}x{w}"
         self.out_dir = Path(cfg.out) if cfg.out else default_out
         self.final_dir = self.out_dir
         self.calibration = None
@@ -144,34 +137,8 @@ class Exporter:
             raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
         #: I/O of the ONNX/FP32/FP16 graphs (INT8 follows --io through its quantization parameters)
         self.graph_io = "uint8" if cfg.io == "uint8" else "float32"
-        torch.manual_seed(cfg.seed)
-        self.model = create_model(self.spec.name, self.scale, pretrained=not cfg.random_weights,
-                                  weights=cfg.weights)
         self.results: list[ParityResult] = []
         self.artifacts: list[dict] = []
-
-    # ------------------------------------------------------------------ setup
-    def _resolve_weights(self) -> dict:
-        cfg, spec = self.cfg, self.spec
-        if cfg.weights and cfg.random_weights:
-            raise SrDeployError("--weights and --random-weights exclude each other")
-        if cfg.weights:
-            p = Path(cfg.weights).expanduser()
-            if not p.is_file():
-                raise SrDeployError(f"weights file not found: {p}")
-            return {"source": "file", "file": str(p), "sha256": sha256_file(p)}
-        if cfg.random_weights:
-            return {"source": "random", "seed": cfg.seed}
-        if self.scale not in spec.weights:
-            raise SrDeployError(
-                f"{spec.name} x{self.scale} has no public weights: pass --weights PATH, "
-                f"or --random-weights to export a randomly initialised network (for timing only)")
-        ws = spec.weights[self.scale]
-        resolve_weights(ws)
-        if ws.embedded:
-            return {"source": "embedded", "file": ws.file, "sha256": ws.sha256, "origin": ws.source,
-                    "training": ws.training, "metrics": ws.metrics}
-        return {"source": "official", "file": ws.file, "sha256": ws.sha256, "url": ws.url, "origin": ws.source}
 
     # ------------------------------------------------------------------ parity
     def _parity_inputs(self) -> list[ParityInput]:
@@ -182,7 +149,7 @@ class Exporter:
         if self.cfg.io != "float32":  # integer I/O: the reference sees exactly the bytes the artifact sees
             rnd = (np.round(rnd * 255.0) / 255.0).astype(np.float32)
         # float32 reference, with the exact (float64) one computed only where it decides (see parity.py)
-        ref, exact = TorchRunner(self.model), TorchRunner(self.model, float64=True)
+        ref, exact = self.source.reference()
         return [ParityInput(desc, real, ref(real), exact),
                 ParityInput(f"uniform random (seed {self.cfg.seed})", rnd, ref(rnd), exact)]
 
@@ -265,15 +232,18 @@ class Exporter:
         inputs = self._parity_inputs() if cfg.parity else []
         with tempfile.TemporaryDirectory(prefix="srdeploy-export-") as tmp:
             work = Path(tmp)
-            self.log(f"[1/{steps}] ONNX (opset {ONNX_OPSET}) {self.spec.name} x{self.scale} at {h}x{w}")
+            self.log(f"[1/{steps}] ONNX (opset {ONNX_OPSET}) {self.source.name} x{self.scale} at {h}x{w}"
+                     + ("" if self.source.convention.is_native else
+                        f" (source convention {self.source.convention.channels}, 0..{self.source.convention.value_range};"
+                        " converted inside the graph)"))
             onnx_path = work / "model.onnx"
-            self.rewrites_applied = export_onnx(self.model, onnx_path, self.size, tuple(cfg.rewrites), self.graph_io)
+            self.rewrites_applied = self.source.write_onnx(onnx_path, self.size, tuple(cfg.rewrites), self.graph_io)
             self._install("onnx", onnx_path, "fp32", "onnx",
                           self._gate("onnx", self._rule("fp32"), OnnxRunner(onnx_path), inputs))
             self._stop_if_failed()
 
             self.log(f"[2/{steps}] TFLite FP32 via onnx2tf")
-            tfl = convert_onnx2tf(onnx_path, work / "onnx2tf")
+            tfl = self._convert(onnx_path, work / "onnx2tf")
             self._install("fp32", tfl["fp32"], "fp32", "tflite",
                           self._gate("fp32", self._rule("fp32"), TFLiteRunner(tfl["fp32"]), inputs))
             self._stop_if_failed()
@@ -296,8 +266,8 @@ class Exporter:
                     # the converter quantizes a float graph and folds the uint8 scale into its I/O
                     # parameters, so it needs the float-I/O SavedModel, not the uint8-wrapped one
                     float_onnx = work / "float.onnx"
-                    export_onnx(self.model, float_onnx, self.size, tuple(cfg.rewrites))
-                    convert_onnx2tf(float_onnx, work / "onnx2tf_float")
+                    self.source.write_onnx(float_onnx, self.size, tuple(cfg.rewrites))
+                    self._convert(float_onnx, work / "onnx2tf_float")
                     saved = work / "onnx2tf_float" / "saved_model"
                 blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
                                          self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
@@ -318,31 +288,42 @@ class Exporter:
                 (self.out_dir / name).unlink(missing_ok=True)
         return self._write_manifest("passed" if cfg.parity else "unchecked")
 
+    def _convert(self, onnx_path: Path, work: Path) -> dict:
+        """onnx2tf; on a user's own graph a converter failure is a property of the input (exit 2)."""
+        from .formats import ExportFailed
+
+        try:
+            return convert_onnx2tf(onnx_path, work)
+        except ExportFailed as exc:
+            if self.source.kind == "registry":
+                raise
+            raise SrDeployError(f"{self.source.name}: {exc}") from None
+
     def _quality_report(self) -> dict | None:
-        """PSNR-Y/SSIM-Y on Set5/Set14 of PyTorch and each TFLite artifact (tiled at its export size)."""
+        """PSNR-Y/SSIM-Y on Set5/Set14 of the source and each TFLite artifact (tiled at its export size)."""
         from ..benchmark.evaluate import evaluate_dataset, find_dataset, make_predictor
         from ..paths import data_dir
 
         root = data_dir()
         sets = [root / n for n in ("Set5", "Set14")] if root else []
         sets = [d for d in sets if d.is_dir()]
-        if not sets or self.spec.scales == (1,):
+        overlap = min(8, (min(self.size) - 1) // 2)  # tiles of a small export cannot carry 8 pixels each side
+        source_predict = self.source.predictor(self.size, overlap) if sets else None
+        if not sets or source_predict is None:
             self.log("quality report skipped: no Set5/Set14 under SRDEPLOY_DATA" if not sets else
                      "quality report skipped: any-scale model")
             return None
         self.log(f"quality report on {', '.join(d.name for d in sets)}")
         report: dict = {}
-        subjects = [("pytorch_fp32", None)] + [(a["precision"] + "_tflite", self.out_dir / a["file"])
-                                               for a in self.artifacts if a["file"].endswith(".tflite")]
-        overlap = min(8, (min(self.size) - 1) // 2)  # tiles of a small export cannot carry 8 pixels each side
-        for label, art in subjects:
-            predict, _ = make_predictor(self.spec.name, self.scale, str(art) if art else None, self.cfg.weights,
-                                        overlap=overlap)
+        subjects = [(self.source.quality_label, source_predict)] + [
+            (a["precision"] + "_tflite", self.out_dir / a["file"]) for a in self.artifacts if a["file"].endswith(".tflite")]
+        for label, subject in subjects:
+            predict = subject if callable(subject) else make_predictor(None, self.scale, str(subject), overlap=overlap)[0]
             for d in sets:
                 r = evaluate_dataset(predict, find_dataset(d, self.scale), self.scale)
                 report.setdefault(d.name, {})[label] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "images": r.images}
         for rows in report.values():
-            base = rows["pytorch_fp32"]["psnr_y"]
+            base = rows[self.source.quality_label]["psnr_y"]
             for row in rows.values():
                 row["drop_db"] = None if base is None or row["psnr_y"] is None else base - row["psnr_y"]
         return report
@@ -357,11 +338,12 @@ class Exporter:
         h, w = self.size
         s = self.scale
         manifest = {
-            "model": self.spec.name,
+            "model": self.source.name,
             "scale": s,
-            "description": self.spec.description,
-            "weights": self.weights_info,
-            "parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "description": self.source.description,
+            "source": self.source.describe(),
+            "weights": self.source.weights_info,
+            "parameters": self.source.parameters,
             "io": {
                 "tflite": {"layout": "NHWC", "input_shape": [1, h, w, 3], "output_shape": [1, h * s, w * s, 3]},
                 "onnx": {"layout": "NCHW", "input_shape": [1, 3, h, w], "output_shape": [1, 3, h * s, w * s]},
@@ -377,8 +359,8 @@ class Exporter:
             "tools": tool_versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        if self.spec.scale_note:
-            manifest["scale_note"] = self.spec.scale_note
+        if self.source.scale_note:
+            manifest["scale_note"] = self.source.scale_note
         atomic_write_json(self.out_dir / "manifest.json", manifest)
         return manifest
 

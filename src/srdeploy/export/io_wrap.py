@@ -10,7 +10,17 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["Uint8IO"]
+__all__ = ["Uint8IO", "bytes_to_unit", "unit_to_bytes"]
+
+
+def bytes_to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 → float [0, 1]."""
+    return x.float() * (1.0 / 255.0)
+
+
+def unit_to_bytes(y: torch.Tensor) -> torch.Tensor:
+    """float [0, 1] → uint8, clamped, rounded half up."""
+    return torch.clamp(y * 255.0 + 0.5, 0.0, 255.0).to(torch.uint8)
 
 
 class Uint8IO(nn.Module):
@@ -19,5 +29,4 @@ class Uint8IO(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.model(x.float() * (1.0 / 255.0))
-        return torch.clamp(y * 255.0 + 0.5, 0.0, 255.0).to(torch.uint8)
+        return unit_to_bytes(self.model(bytes_to_unit(x)))
