@@ -17,7 +17,7 @@ import pytest
 os.environ["SRDEPLOY_OFFLINE"] = "1"  # no test may download anything
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from srdeploy.paths import data_dir, weights_dir  # noqa: E402
+from srdeploy.paths import data_dir, foreign_dir, weights_dir  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -39,6 +39,12 @@ def weights_root() -> Path:
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     return _need(data_dir(), "data")
+
+
+@pytest.fixture(scope="session")
+def foreign_root() -> Path:
+    """Other people's SR models as ONNX (../shared/foreign): a user's own model, for tests."""
+    return _need(foreign_dir(), "foreign")
 
 
 class NetworkBlocked(OSError):

@@ -13,8 +13,5 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 26))
 
 
-def export(model, **options):
-    """Export a registry model, an ONNX file or an ``nn.Module``; see :func:`srdeploy.api.export`."""
-    from .api import export as _export
-
-    return _export(model, **options)
+# ``srdeploy.export(model, scale=..., size=..., ...)``: the export package is callable (see its docstring)
+from . import export  # noqa: E402,F401

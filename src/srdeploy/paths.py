@@ -1,7 +1,7 @@
 """Where weights and data live: explicit paths, environment variables, then ``../shared``.
 
-``SRDEPLOY_WEIGHTS`` / ``SRDEPLOY_DATA`` win; otherwise ``../shared/weights`` and
-``../shared/data`` are used when they exist, looked up beside the current directory and
+``SRDEPLOY_WEIGHTS`` / ``SRDEPLOY_DATA`` / ``SRDEPLOY_FOREIGN`` win; otherwise ``../shared/weights``,
+``../shared/data`` and ``../shared/foreign`` are used when they exist, looked up beside the current directory and
 beside the source checkout (the layout this project is developed in).
 """
 from __future__ import annotations
@@ -34,6 +34,11 @@ def weights_dir() -> Path | None:
 def data_dir() -> Path | None:
     """Folder of evaluation/calibration images (Set5, Set14, div2k, ...), or None."""
     return _resolve("SRDEPLOY_DATA", "data")
+
+
+def foreign_dir() -> Path | None:
+    """Folder of other people's ONNX models used as test inputs (``SRDEPLOY_FOREIGN``), or None."""
+    return _resolve("SRDEPLOY_FOREIGN", "foreign")
 
 
 def cache_dir() -> Path:

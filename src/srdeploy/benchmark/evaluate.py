@@ -150,7 +150,15 @@ def make_predictor(model_name: str | None, scale: int, artifact: str | None = No
         def predict(lr: np.ndarray) -> np.ndarray:
             return upscale_tiled(runner, lr.astype(np.float32) / 255.0, scale, tile, overlap)
 
-        return predict, f"{Path(artifact).name} ({runner.kind}, tiles {h}x{w}, overlap {overlap})"
+        from ..export.bundle import artifact_source, describe_source
+
+        source, warning = artifact_source(artifact)
+        if warning:
+            import sys
+
+            print(f"warning: {warning}", file=sys.stderr)
+        origin = f"; {describe_source(source)}" if source else ""
+        return predict, f"{Path(artifact).name} ({runner.kind}, tiles {h}x{w}, overlap {overlap}{origin})"
     spec = get_spec(model_name)
     if spec.scales == (1,):
         raise SrDeployError(f"{spec.name} maps a bicubic-upscaled image to one of the same size; "

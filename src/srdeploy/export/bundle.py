@@ -90,6 +90,35 @@ def read_export_manifest(man_path: Path) -> dict:
     return manifest
 
 
+def artifact_source(artifact: str | Path) -> tuple[dict | None, str | None]:
+    """The ``source`` entry (model name, convention, what the export added to the graph) of the
+    manifest beside an artifact, when that manifest lists the file: ``(source, None)``, or
+    ``(None, warning)`` for a manifest that is there but unusable, ``(None, None)`` for none."""
+    art = Path(artifact)
+    man = art.parent / "manifest.json"
+    if not man.is_file():
+        return None, None
+    try:
+        manifest = read_export_manifest(man)
+    except SrDeployError as exc:
+        return None, f"ignoring the manifest beside {art.name}: {exc}"
+    entry = next((a for a in manifest["artifacts"] if a["file"] == art.name), None)
+    if entry is None or entry.get("bytes") not in (None, art.stat().st_size):
+        return None, f"the manifest beside {art.name} does not describe this file; ignoring it"
+    return {"model": manifest["model"], **manifest.get("source", {"kind": "registry"})}, None
+
+
+def describe_source(source: dict | None) -> str:
+    """One line: where an artifact's model came from and what its export added to the graph."""
+    if not source:
+        return ""
+    conv = source.get("convention") or {}
+    if source.get("kind") == "registry" or not source.get("added_to_graph"):
+        return f"source {source['model']} ({source.get('kind', 'registry')}, RGB 0..1)"
+    return (f"source {source['model']} ({source['kind']}, {conv.get('channels', 'rgb')} "
+            f"0..{conv.get('value_range', 1)}; converted to RGB 0..1 inside the graph)")
+
+
 def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = None, overlap: int = 8) -> Path:
     """Validate and install; returns the bundle folder."""
     export_dir, app_dir = Path(export_dir), Path(app_dir)

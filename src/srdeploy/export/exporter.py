@@ -150,8 +150,9 @@ class Exporter:
             rnd = (np.round(rnd * 255.0) / 255.0).astype(np.float32)
         # float32 reference, with the exact (float64) one computed only where it decides (see parity.py)
         ref, exact = self.source.reference()
-        return [ParityInput(desc, real, ref(real), exact),
-                ParityInput(f"uniform random (seed {self.cfg.seed})", rnd, ref(rnd), exact)]
+        name = "onnxruntime" if self.source.kind == "onnx" else "pytorch-float32"
+        return [ParityInput(desc, real, ref(real), exact, name),
+                ParityInput(f"uniform random (seed {self.cfg.seed})", rnd, ref(rnd), exact, name)]
 
     def _rule(self, precision: str) -> str:
         """The parity rule of a float artifact: uint8 graphs are judged on their bytes (see parity.py)."""
@@ -368,7 +369,7 @@ class Exporter:
         text = format_table(self.results) if self.results else "parity gate skipped (--no-parity)"
         q = getattr(self, "quality", None)
         if q:
-            lines = ["", "quality (PSNR-Y dB / SSIM-Y, drop vs PyTorch FP32):"]
+            lines = ["", f"quality (PSNR-Y dB / SSIM-Y, change vs {self.source.quality_label}):"]
             for ds, rows in q.items():
                 cells = [f"{label} {r['psnr_y']:.3f}/{r['ssim_y']:.4f} ({-r['drop_db']:+.3f})" for label, r in rows.items()
                          if r["psnr_y"] is not None]

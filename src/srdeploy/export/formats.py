@@ -102,8 +102,15 @@ def convert_onnx2tf(onnx_path: Path, work_dir: Path) -> dict[str, Path]:
                     replace_to_pseudo_operators=pseudo,
                 )
         except (Exception, SystemExit) as exc:
+            import re
+
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-            raise ExportFailed(f"onnx2tf failed: {type(exc).__name__}: {exc} {' '.join(tail)}".strip()) from None
+            missing = re.search(r"No module named 'onnx2tf\.ops\.(\w+)'", str(exc))
+            if missing:
+                raise ExportFailed(f"onnx2tf has no conversion for the ONNX op {missing.group(1)} "
+                                   "(onnx2tf failed: not implemented)") from None
+            text = re.sub(r"\x1b\[[0-9;]*m", "", f"onnx2tf failed: {type(exc).__name__}: {exc} {' '.join(tail)}")
+            raise ExportFailed(" ".join(text.split())[:500]) from None
     stem = onnx_path.stem
     result = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
     for prec, p in result.items():

@@ -48,6 +48,8 @@ class ParityInput:
     reference: np.ndarray  # PyTorch float32 output, NHWC
     #: computes the float64 (exact) reference on demand; cached after the first call
     exact: object = None
+    #: what computed ``reference`` (PyTorch for registry models and modules, onnxruntime for an ONNX file)
+    reference_name: str = "pytorch-float32"
     _exact_cache: np.ndarray | None = None
 
     def exact_reference(self) -> np.ndarray | None:
@@ -94,7 +96,7 @@ def check_parity(artifact: str, precision: str, runner, inputs: list[ParityInput
             result.checks.append({"input": item.name, "max_abs": None, "psnr_db": None, "passed": False,
                                   "error": f"output shape {list(out.shape)} != {list(item.reference.shape)}"})
             continue
-        ref_used = "pytorch-float32"
+        ref_used = item.reference_name
         extra = {}
         grey = precision.endswith("_uint8")
         max_abs, psnr, ok = _compare(out, item.reference, metric, bound, grey)
@@ -114,7 +116,7 @@ def check_parity(artifact: str, precision: str, runner, inputs: list[ParityInput
 
 def format_table(results: list[ParityResult]) -> str:
     """One screen: artifact × input with max |Δ|, PSNR and verdict."""
-    rows = [("artifact", "input", "torch ref", "max |Δ|", "PSNR vs torch", "bound", "result")]
+    rows = [("artifact", "input", "reference", "max |Δ|", "PSNR vs ref", "bound", "result")]
     for r in results:
         bound = {"max_abs": f"|Δ| ≤ {r.bound:g}", "max_grey": f"≤ {r.bound:g} grey"}.get(r.metric, f"≥ {r.bound:g} dB")
         for c in r.checks:
@@ -122,7 +124,7 @@ def format_table(results: list[ParityResult]) -> str:
                 "-" if c["psnr_db"] is None else f"{c['psnr_db']:.2f} dB")
             mabs = "-" if c["max_abs"] is None else (
                 f"{c['max_abs']:.0f} grey" if r.precision.endswith("_uint8") else f"{c['max_abs']:.2e}")
-            ref = {"pytorch-float32": "float32", "pytorch-float64": "float64",
+            ref = {"pytorch-float32": "torch32", "pytorch-float64": "torch64", "onnxruntime": "onnxrt",
                    "within-2x-pytorch-float32-error": "2x torch32"}.get(c.get("reference"), "-")
             rows.append((r.artifact, c["input"][:44], ref, mabs, psnr, bound, "PASS" if c["passed"] else "FAIL"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
