@@ -344,3 +344,35 @@ def test_upscale_artifact_of_rfdn_matches_the_source_onnx_in_its_own_convention(
     theirs = np.round(np.clip(theirs, 0, 255)).astype(np.int32).transpose(1, 2, 0)
     assert ours.shape == theirs.shape == (192, 160, 3)
     assert np.abs(ours - theirs).max() <= 1
+
+
+def test_onnx_source_through_int8_qat_uint8_bench_and_bundle(data_root, tmp_path):
+    """Every downstream stage on a user's ONNX (0..255, BGR): INT8 with QAT (which rebuilds the
+    calibrated TFLite graph, so it applies to any source), uint8 I/O, --bench, --bundle, --quality."""
+    import shutil
+
+    torch.manual_seed(0)
+    src = save_onnx(TinySR(3, 2, gain=10.0), tmp_path / "bgr255.onnx")
+    app = tmp_path / "app"
+    (app / "app").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "android_demo" / "app" / "build.gradle.kts",
+                app / "app" / "build.gradle.kts")
+    out = tmp_path / "e"
+    argv = ["--onnx", str(src), "--scale", "2", "--value-range", "255", "--channels", "bgr", "--size", "64x64",
+            "--fp16", "--int8", "--calib", str(data_root / "div2k" / "HR"), "--calib-samples", "4",
+            "--qat-steps", "3", "--io", "uint8", "--bench", "--bench-runs", "1", "--bundle", str(app),
+            "--out", str(out), "--json"]
+    assert export_main(argv) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "passed" and m["model"] == "bgr255"
+    int8 = next(a for a in m["artifacts"] if a["precision"] == "int8")
+    assert int8["quantization"]["qat"]["steps"] == 3
+    assert m["io"]["dtype"] == "uint8"
+    assert {r["model"] for r in m["bench"]["results"]} == {"model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"}
+    assert all(r.get("median_ms") for r in m["bench"]["results"])
+    q = m["quality"]["Set5"]
+    assert set(q) == {"source_onnx", "fp32_tflite", "fp16_tflite", "int8_tflite"}
+    assert abs(q["fp32_tflite"]["psnr_y"] - q["source_onnx"]["psnr_y"]) < 0.01
+    bundled = json.loads((app / "app" / "src" / "main" / "assets" / "srdeploy" / "manifest.json").read_text())
+    assert bundled["model_source"]["convention"]["channels"] == "bgr"
+    assert str(tmp_path) not in json.dumps(bundled)  # no developer path in the app

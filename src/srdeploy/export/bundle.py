@@ -156,6 +156,9 @@ def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = N
         "layout": "NHWC",
         # which export this came from, without the developer's absolute path or user name
         "source_export": {"folder": export_dir.resolve().name, "manifest_sha256": sha256_file(man_path)},
+        # the model's own convention and what the export added to make it speak the app's (no file paths)
+        "model_source": {k: manifest["source"][k] for k in ("kind", "convention", "added_to_graph")
+                         if k in manifest.get("source", {})},
     }
     dest = app_dir / ASSET_SUBDIR
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ def _const(model, tensor) -> np.ndarray | None:
     dtype = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int32,
              schema.TensorType.INT64: np.int64, schema.TensorType.INT8: np.int8,
              schema.TensorType.FLOAT16: np.float16}[tensor.type]
-    return np.frombuffer(bytes(bytearray(buf)), dtype=dtype).reshape([int(d) for d in tensor.shape])
+    return np.frombuffer(bytes(bytearray(buf)), dtype=dtype).reshape([int(d) for d in (tensor.shape if tensor.shape is not None else ())])
 
 
 def _activation(x: torch.Tensor, fused: int) -> torch.Tensor:
@@ -98,7 +98,7 @@ class TFLiteGraph(nn.Module):
 
     SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "LEAKY_RELU", "STRIDED_SLICE", "CONCATENATION", "ADD", "SUB",
                  "MUL", "DEPTH_TO_SPACE", "MEAN", "SQRT", "LOGISTIC", "RELU", "PAD", "MAX_POOL_2D",
-                 "RESIZE_BILINEAR", "HARD_SWISH", "DIV", "RSQRT")
+                 "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "HARD_SWISH", "DIV", "RSQRT")
 
     def __init__(self, calibrated: bytes, quantized: bytes) -> None:
         super().__init__()
@@ -110,7 +110,8 @@ class TFLiteGraph(nn.Module):
         self._model = fu.convert_bytearray_to_object(bytearray(calibrated))
         sg = self._model.subgraphs[0]
         self.input_index, self.output_index = int(sg.inputs[0]), int(sg.outputs[0])
-        self.static_shape = {i: [int(d) for d in t.shape] for i, t in enumerate(sg.tensors)}
+        self.static_shape = {i: [int(d) for d in (t.shape if t.shape is not None else ())]  # (None: a scalar)
+                             for i, t in enumerate(sg.tensors)}
         self.weights = nn.ParameterDict()
         self.const: dict[int, torch.Tensor] = {}
         self.ops: list[_Op] = []
@@ -360,6 +361,16 @@ class TFLiteGraph(nn.Module):
             if not o.halfPixelCenters:
                 raise SrDeployError("QAT: RESIZE_BILINEAR without half-pixel centers is not simulated")
             return F.interpolate(a[0], size=run_size, mode="bilinear", align_corners=False)
+        if k == "RESIZE_NEAREST_NEIGHBOR":
+            size = [int(v) for v in self.const[op.inputs[1]].numpy()]
+            run_size = [round(size[0] * self._input_ratio[0]), round(size[1] * self._input_ratio[1])]
+            h, w = a[0].shape[2:]
+            # integer factors only: there source = floor(dst / s) with or without half-pixel centres,
+            # which is torch's "nearest"
+            if o.alignCorners or run_size[0] % h or run_size[1] % w:
+                raise SrDeployError("QAT: RESIZE_NEAREST_NEIGHBOR is simulated for integer factors without "
+                                    "align_corners only")
+            return F.interpolate(a[0], size=run_size, mode="nearest")
         raise SrDeployError(f"QAT cannot simulate the TFLite op {k}")
 
     def _nchw_const(self, t: torch.Tensor) -> torch.Tensor:
