@@ -289,20 +289,37 @@ class TFLiteRunner:
         return self._decode(self.interpreter.get_tensor(self.output["index"]))
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
-        dtype = self.input["dtype"]
-        if dtype == np.float32:
-            return np.ascontiguousarray(x, dtype=np.float32)
-        scale, zero = self.input["quantization"]
-        info = np.iinfo(dtype)
-        q = np.round(x / scale + zero) if scale else np.round(x * 255.0)
-        return np.clip(q, info.min, info.max).astype(dtype)
+        return encode_input(self.input, x)
 
     def _decode(self, y: np.ndarray) -> np.ndarray:
-        dtype = self.output["dtype"]
-        if dtype == np.float32:
-            return y
-        scale, zero = self.output["quantization"]
-        return ((y.astype(np.float32) - zero) * scale) if scale else y.astype(np.float32) / 255.0
+        return decode_output(self.output, y)
+
+
+def _dtype_and_quant(details: dict) -> tuple[np.dtype, float, int]:
+    """(dtype, scale, zero point) of LiteRT tensor details or of the arm64 guest's plain-JSON ones."""
+    if "quantization" in details:
+        scale, zero = details["quantization"]
+    else:
+        scale, zero = details["scale"], details["zero_point"]
+    return np.dtype(details["dtype"]), float(scale), int(zero)
+
+
+def encode_input(details: dict, x: np.ndarray) -> np.ndarray:
+    """NHWC float [0, 1] → the tensor a model takes (float32, or uint8/int8 by its quantization,
+    plain bytes 0..255 for unquantized uint8 I/O)."""
+    dtype, scale, zero = _dtype_and_quant(details)
+    if dtype == np.float32:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    info = np.iinfo(dtype)
+    q = np.round(x / scale + zero) if scale else np.round(x * 255.0)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def decode_output(details: dict, y: np.ndarray) -> np.ndarray:
+    dtype, scale, zero = _dtype_and_quant(details)
+    if dtype == np.float32:
+        return y
+    return ((y.astype(np.float32) - zero) * scale) if scale else y.astype(np.float32) / 255.0
 
 
 def open_artifact(path: str | Path, threads: int | None = None):
