@@ -63,6 +63,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--size", metavar="HxW",
                    help="LR input height x width (default 720x480 for imdn_rtc, 1080x1920 for dipnet_lite, else 256x256)")
     p.add_argument("--fp16", action="store_true", help="also write model_fp16.tflite (float16 weights)")
+    p.add_argument("--fp16-arithmetic", action="store_true",
+                   help="the FP16 artifact also lets a phone's CPU compute in fp16 (TFLite reduced-precision metadata "
+                        "fp16accfp16: XNNPACK runs it in fp16 on ARMv8.2 cores with fp16 arithmetic, faster, ~60-75 dB "
+                        "from FP32; other CPUs, this host included, ignore it). Check it on such a core: "
+                        "--target arm64:cortex-a76")
     p.add_argument("--int8", action="store_true", help="also write model_int8.tflite (full integer; needs --calib)")
     p.add_argument("--calib", metavar="DIR", help="calibration HR images (e.g. DIV2K HR); downscaled by the scale "
                    "with MATLAB bicubic, then random crops of the export size")
@@ -96,6 +101,11 @@ def build_parser() -> OneLineParser:
                    help="after a passing export, time every .tflite with sr-bench (2 threads, interleaved) and add "
                         "latency and peak memory to the table and the manifest")
     p.add_argument("--bench-runs", type=int, default=6, metavar="N", help="timed runs per artifact for --bench")
+    p.add_argument("--target", action="append", metavar="T",
+                   help="after a passing export, run every .tflite on a phone's kernels off-device and record the "
+                        "figures in the manifest's \"targets\": arm64[:CORE] (LiteRT's ARM CPU kernels under QEMU; "
+                        "CORE cortex-a76 default, cortex-a53, ...; set up once with `sudo sr-target setup arm64`). "
+                        "Repeatable. Exit 1 when a target check fails")
     p.add_argument("--bundle", metavar="APP_DIR", help="after a passing export, bundle the model into the Android "
                    "demo at APP_DIR (see sr-bundle)")
     p.add_argument("--bundle-artifact", metavar="FILE", help="which .tflite to bundle (default: INT8, else FP16, else FP32)")
@@ -158,6 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"(it makes {', '.join(made)})")
     from .exporter import ExportConfig, Exporter
 
+    targets = []
+    if args.target:  # checked before anything is written: a name we do not know, a target not set up
+        from ..targets import parse_target
+
+        targets = [parse_target(t) for t in args.target]
+        for t in targets:
+            if not t.ready():
+                raise SrDeployError(f"target {t.label} is not set up: run `sudo sr-target setup {t.kind}` once")
+
     if args.bench and args.bench_runs < 1:
         raise SrDeployError("--bench-runs must be >= 1")
     if args.onnx is not None:
@@ -174,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporter = Exporter(ExportConfig(
         model=args.model, onnx=args.onnx, value_range=args.value_range, channels=args.channels, name=args.name,
         scale=args.scale, weights=args.weights, random_weights=args.random_weights,
-        size=args.size, fp16=args.fp16, out=args.out, parity=not args.no_parity, seed=args.seed,
+        size=args.size, fp16=args.fp16, fp16_arithmetic=args.fp16_arithmetic, out=args.out, parity=not args.no_parity, seed=args.seed,
         int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act, ranges=args.ranges,
         qat_steps=args.qat_steps, quality=args.quality,
         rewrites=tuple(r.strip() for r in args.rewrites.split(",") if r.strip() and r.strip() != "none")))
@@ -183,10 +202,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParityError:
         print(exporter.report())
         raise
+    target_results = None
+    if targets:
+        from ..targets.check import check_export, format_targets, record_in_manifest
+
+        ref, _ = exporter.source.reference()
+        target_results = check_export(exporter.out_dir, targets, reference=ref, seed=args.seed,
+                                      log=lambda m: print(m, file=sys.stderr, flush=True))
+        record_in_manifest(exporter.out_dir, target_results)
+        manifest = json.loads((exporter.out_dir / "manifest.json").read_text())
     if args.bench:
         manifest = _bench(exporter.out_dir, manifest, args.bench_runs)
+    targets_ok = not target_results or all(r.get("status") == "passed" for a in target_results.values()
+                                           for r in a.values())
     bundled = None
-    if args.bundle:
+    if args.bundle and not targets_ok:
+        print(f"{PROG}: not bundled: a target check failed", file=sys.stderr)
+    elif args.bundle:
         from .bundle import bundle, describe_bundle
 
         bundled = describe_bundle(bundle(exporter.out_dir, args.bundle, args.bundle_artifact))
@@ -196,10 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exporter.report())
         if "bench" in manifest:
             print(_bench_table(manifest["bench"]))
+        if target_results:
+            print("\ntargets (emulated: parity only, never timing):\n" + format_targets(target_results))
         print(f"\nwrote {exporter.out_dir}/ : " + ", ".join(
             f"{a['file']} ({a['bytes'] / 1024:.0f} KiB)" for a in manifest["artifacts"]) + ", manifest.json")
     if bundled:  # after the parity table: what went into the app, and only once it passed
         print(bundled, file=sys.stderr if args.json else sys.stdout)
+    if not targets_ok:
+        print(f"{PROG}: a target check failed (details in {exporter.out_dir / 'manifest.json'}, \"targets\")",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -67,6 +67,8 @@ class ExportConfig:
     random_weights: bool = False
     size: str | None = None
     fp16: bool = False
+    #: the FP16 artifact lets a phone's CPU compute in fp16 (TFLite reduced-precision metadata)
+    fp16_arithmetic: bool = False
     out: str | None = None
     parity: bool = True
     seed: int = 0
@@ -135,6 +137,8 @@ class Exporter:
             raise SrDeployError("--calib, --io int8, --act, --ranges and --qat-steps apply to --int8 exports")
         if cfg.io not in ("float32", "uint8", "int8"):
             raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
+        if cfg.fp16_arithmetic and not cfg.fp16:
+            raise SrDeployError("--fp16-arithmetic applies to the FP16 artifact: add --fp16")
         #: I/O of the ONNX/FP32/FP16 graphs (INT8 follows --io through its quantization parameters)
         self.graph_io = "uint8" if cfg.io == "uint8" else "float32"
         self.results: list[ParityResult] = []
@@ -251,7 +255,7 @@ class Exporter:
             if cfg.fp16:
                 self.log(f"[3/{steps}] TFLite FP16 (float16 weights, sensitive ones kept FP32 if needed)")
                 fp16_path = work / "model_fp16.tflite"
-                report = make_fp16(tfl["fp32"], fp16_path, log=self.log)
+                report = make_fp16(tfl["fp32"], fp16_path, log=self.log, arithmetic=cfg.fp16_arithmetic)
                 self._install("fp16", fp16_path, "fp16", "tflite",
                               self._gate("fp16", self._rule("fp16"), TFLiteRunner(fp16_path), inputs),
                               fp16=report.to_json())

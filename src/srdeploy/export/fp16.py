@@ -23,7 +23,7 @@ import numpy as np
 
 from ..imaging import psnr01
 
-__all__ = ["Fp16Report", "make_fp16"]
+__all__ = ["Fp16Report", "make_fp16", "allow_fp16_arithmetic", "fp16_arithmetic_allowed"]
 
 #: selection inputs use their own seeds (the parity gate uses the user's --seed, default 0)
 _SELECTION_SEEDS = (1001, 1002)
@@ -36,11 +36,13 @@ class Fp16Report:
     weights_fp16: int = 0
     kept_fp32: list[str] = field(default_factory=list)
     selection_psnr_db: float = 0.0
+    #: how a phone's CPU computes it: "fp32", or fp16 where the CPU has it (--fp16-arithmetic)
+    arithmetic: str = "fp32"
 
     def to_json(self) -> dict:
         return {"target_db": self.target_db, "selection_psnr_db": round(self.selection_psnr_db, 2),
                 "weights_total": self.weights_total, "weights_fp16": self.weights_fp16,
-                "kept_fp32": self.kept_fp32}
+                "kept_fp32": self.kept_fp32, "arithmetic": self.arithmetic}
 
 
 def _schema():
@@ -102,6 +104,40 @@ def _rewrite(fp32_bytes: bytes, to_half: set[int]) -> bytes:
     return bytes(fu.convert_object_to_bytearray(model))
 
 
+#: TFLite's reduced-precision metadata (``tflite::optimize::kTfLiteReducedPrecisionKey``): inference
+#: types, then "acc", then the accumulation type. "fp16accfp16" lets XNNPACK run the graph in fp16 with
+#: fp16 accumulation where the CPU has fp16 arithmetic (ARMv8.2 phones); elsewhere it is ignored.
+REDUCED_PRECISION_KEY = "reduced_precision_support"
+FP16_ARITHMETIC = b"fp16accfp16"
+
+
+def allow_fp16_arithmetic(blob: bytes) -> bytes:
+    """The same model with the metadata that lets a phone's CPU compute it in fp16."""
+    schema, fu = _schema()
+    model = fu.convert_bytearray_to_object(bytearray(blob))
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(FP16_ARITHMETIC, dtype=np.uint8)
+    model.buffers.append(buf)
+    meta = schema.MetadataT()
+    meta.name = REDUCED_PRECISION_KEY
+    meta.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if _meta_name(m) != REDUCED_PRECISION_KEY] + [meta]
+    return bytes(fu.convert_object_to_bytearray(model))
+
+
+def fp16_arithmetic_allowed(blob: bytes) -> bool:
+    _, fu = _schema()
+    model = fu.convert_bytearray_to_object(bytearray(blob))
+    for m in model.metadata or []:
+        if _meta_name(m) == REDUCED_PRECISION_KEY:
+            return bytes(model.buffers[m.buffer].data).startswith(b"fp16")
+    return False
+
+
+def _meta_name(m) -> str:
+    return m.name.decode() if isinstance(m.name, bytes) else str(m.name)
+
+
 def _selection_inputs(shape: list[int]) -> list[np.ndarray]:
     from ..sample_images import sample_batch
 
@@ -111,8 +147,10 @@ def _selection_inputs(shape: list[int]) -> list[np.ndarray]:
     return xs
 
 
-def make_fp16(fp32_path: Path, dst: Path, target_db: float = 56.0, log=lambda m: None) -> Fp16Report:
-    """Write an FP16 model of *fp32_path* to *dst* whose outputs stay ≥ *target_db* from FP32's."""
+def make_fp16(fp32_path: Path, dst: Path, target_db: float = 56.0, log=lambda m: None,
+              arithmetic: bool = False) -> Fp16Report:
+    """Write an FP16 model of *fp32_path* to *dst* whose outputs stay ≥ *target_db* from FP32's;
+    with *arithmetic*, it also allows fp16 computation on phones (:func:`allow_fp16_arithmetic`)."""
     from ..runtime import TFLiteRunner
 
     fp32_bytes = Path(fp32_path).read_bytes()
@@ -147,5 +185,7 @@ def make_fp16(fp32_path: Path, dst: Path, target_db: float = 56.0, log=lambda m:
                     break
         report = Fp16Report(target_db, sum(sizes.values()), sum(sizes[i] for i in half),
                             sorted(names[i] for i in set(weights) - half), psnr)
-        dst.write_bytes(_rewrite(fp32_bytes, half))
+        blob = _rewrite(fp32_bytes, half)
+        dst.write_bytes(allow_fp16_arithmetic(blob) if arithmetic else blob)
+    report.arithmetic = "fp16 where the CPU has it (reduced_precision_support=fp16accfp16)" if arithmetic else "fp32"
     return report

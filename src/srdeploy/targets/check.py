@@ -60,6 +60,21 @@ def _set5_psnr(predict_runner, scale: int, size: tuple[int, int], overlap: int) 
     return evaluate_dataset(predict, find_dataset(root / "Set5", scale), scale).psnr_y
 
 
+def _output_step(host) -> float:
+    """The output's quantization step: the output's own, or (float-I/O INT8) that of the tensor the
+    final DEQUANTIZE reads."""
+    scale = float(host.output["quantization"][0])
+    if scale:
+        return scale
+    it = host.interpreter
+    out = host.output["index"]
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    for op in it._get_ops_details():
+        if out in list(op["outputs"]) and op["op_name"] == "DEQUANTIZE":
+            return float(tensors[int(op["inputs"][0])]["quantization"][0])
+    return 0.0
+
+
 def check_artifact(target: Target, art: Path, precision: str, inputs, reference: Callable, scale: int,
                    uint8_graph: bool, log) -> dict:
     from ..runtime import TFLiteRunner
@@ -82,7 +97,7 @@ def check_artifact(target: Target, art: Path, precision: str, inputs, reference:
                    "psnr_db_vs_reference": round(psnr01(y_t, ref), 3),
                    "max_abs_vs_host": float(np.max(np.abs(y_t.astype(np.float64) - y_h))),
                    "max_grey_vs_reference": grey}
-            step = runner.output["scale"]
+            step = _output_step(host)
             if precision == "int8" and step:
                 row["max_lsb_vs_host"] = int(round(float(np.max(np.abs(y_t - y_h))) / step))
             value = {"max_abs": row["max_abs_vs_reference"], "max_grey": grey,
