@@ -75,7 +75,7 @@ def test_dcr_leaves_a_shuffle_without_a_private_conv_alone():
 def test_unknown_rewrite_is_rejected():
     from srdeploy.errors import SrDeployError
 
-    with pytest.raises(SrDeployError, match="available: split_mean, dcr"):
+    with pytest.raises(SrDeployError, match="available: split_mean, dcr, gelu"):
         apply_rewrites(onnx.ModelProto(), ["fuse-everything"])
 
 
@@ -103,3 +103,41 @@ def test_split_mean_rewrite_is_exact_to_rounding(c, h, w, seed):
     ref = exact / (1 + np.exp(-(m + ((exact - m) ** 2).mean(axis=(2, 3), keepdims=True)))) 
     assert np.allclose(after, before, rtol=1e-5, atol=1e-5)
     assert np.abs(after - ref).max() <= np.abs(before - ref).max() + 1e-5
+
+
+class GeluNet(nn.Module):
+    """GELU after a conv, once at the output (its 0.5 stays) and once before a conv (onnxsim folds it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.b(self.act(self.a(x))))
+
+
+def test_erf_gelu_becomes_one_node_and_stays_exact(tmp_path):
+    import onnxsim
+
+    from srdeploy.export.formats import convert_onnx2tf
+    from srdeploy.export.rewrites import erf_gelu
+    from srdeploy.runtime import TFLiteRunner
+
+    torch.manual_seed(0)
+    proto, _ = onnxsim.simplify(_onnx(GeluNet(), (1, 3, 16, 16)))
+    assert [n.op_type for n in proto.graph.node].count("Erf") == 2
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    before = _run(proto, x)
+    assert erf_gelu(proto) == 2
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Erf" not in ops and ops.count("Exp") == 2
+    onnx.checker.check_model(proto)
+    assert np.abs(_run(proto, x) - before).max() < 1e-5
+    path = tmp_path / "g.onnx"
+    onnx.save(proto, str(path))
+    tfl = convert_onnx2tf(path, tmp_path / "o")
+    runner = TFLiteRunner(tfl["fp32"])
+    kinds = {d["op_name"] for d in runner.interpreter._get_ops_details()}
+    assert "EXP" in kinds and not any(k.startswith("Flex") for k in kinds)
+    assert np.abs(runner(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) - before).max() < 1e-5

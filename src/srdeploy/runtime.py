@@ -214,6 +214,7 @@ class OnnxRunner:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: its graph-cleanup warnings are nothing a user can act on
         if threads:
             opts.intra_op_num_threads = threads
         try:

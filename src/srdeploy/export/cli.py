@@ -91,8 +91,9 @@ def build_parser() -> OneLineParser:
                    "(from SRDEPLOY_DATA); implied by --int8")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/NAME_xS_HxW/)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity gate (not recommended)")
-    p.add_argument("--rewrites", default="split_mean,dcr", metavar="LIST",
-                   help="exact graph transforms, comma-separated, or 'none' (default split_mean,dcr: global means "
+    p.add_argument("--rewrites", default="split_mean,dcr,gelu", metavar="LIST",
+                   help="exact graph transforms, comma-separated, or 'none' (default split_mean,dcr,gelu: the exact "
+                        "GELU as one TFLite GELU op instead of an ERF TFLite lacks; global means "
                         "reduced in two stages for float accuracy; pixel shuffle as one DEPTH_TO_SPACE instead of "
                         "RESHAPE/6-D TRANSPOSE/RESHAPE)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity input and random weights")

@@ -73,7 +73,7 @@ class ExportConfig:
     parity: bool = True
     seed: int = 0
     #: exact ONNX graph transforms to apply (see srdeploy.export.rewrites); () for the plain graph
-    rewrites: tuple[str, ...] = ("split_mean", "dcr")
+    rewrites: tuple[str, ...] = ("split_mean", "dcr", "gelu")
     #: full-integer INT8 (see srdeploy.quantize)
     int8: bool = False
     calib: str | None = None

@@ -30,7 +30,7 @@ class ExportFailed(SrDeployError):
     exit_code = 1
 
 
-DEFAULT_REWRITES = ("split_mean", "dcr")
+DEFAULT_REWRITES = ("split_mean", "dcr", "gelu")
 
 
 def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], rewrites: tuple[str, ...] = DEFAULT_REWRITES,

@@ -98,7 +98,7 @@ class TFLiteGraph(nn.Module):
 
     SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "LEAKY_RELU", "STRIDED_SLICE", "CONCATENATION", "ADD", "SUB",
                  "MUL", "DEPTH_TO_SPACE", "MEAN", "SQRT", "LOGISTIC", "RELU", "PAD", "MAX_POOL_2D",
-                 "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "HARD_SWISH", "DIV", "RSQRT")
+                 "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "HARD_SWISH", "GELU", "DIV", "RSQRT")
 
     def __init__(self, calibrated: bytes, quantized: bytes) -> None:
         super().__init__()
@@ -320,6 +320,8 @@ class TFLiteGraph(nn.Module):
             return torch.sigmoid(a[0])
         if k == "HARD_SWISH":
             return F.hardswish(a[0])
+        if k == "GELU":
+            return F.gelu(a[0], approximate="tanh" if o is not None and o.approximate else "none")
         if k == "SQRT":
             # clamped above 0: a flat crop has zero variance, and d sqrt/dx at 0 is infinite
             return torch.sqrt(a[0].clamp_min(1e-12))

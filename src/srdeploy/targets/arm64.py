@@ -104,7 +104,9 @@ def setup(log=print, force: bool = False) -> dict:
     staging = final.parent / f".arm64.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     root = staging / "root"
+    log(f"arm64 setup into {final} (about 1 minute; downloads ~150 MB from {MIRROR} and PyPI)")
     try:
+        log(f"  [1/4] debootstrap --foreign {SUITE} arm64 (minbase + python3: download and unpack, nothing executed)")
         with heartbeat(f"arm64 setup: debootstrap {SUITE} arm64 (download and unpack, ~150 MB)"):
             r = subprocess.run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
                                 "--include=python3", SUITE, str(root), MIRROR], capture_output=True, text=True)
@@ -113,6 +115,7 @@ def setup(log=print, force: bool = False) -> dict:
             offline = any(w in tail[0].lower() for w in ("resolve", "connect", "download", "retriev", "network"))
             raise SrDeployError(f"arm64 setup: debootstrap failed{' (offline? it downloads from ' + MIRROR + ')' if offline else ''}: {tail[0]}")
         debs = sorted((root / "var" / "cache" / "apt" / "archives").glob("*.deb"))
+        log(f"  [2/4] unpacking {len(debs)} packages (dpkg-deb -x)")
         with heartbeat(f"arm64 setup: unpacking {len(debs)} packages"):
             for deb in debs:
                 subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
@@ -124,6 +127,7 @@ def setup(log=print, force: bool = False) -> dict:
                *[a for p in WHEEL_PLATFORMS for a in ("--platform", p)], "--python-version", "3.11",
                "--implementation", "cp", "--abi", "cp311", "--only-binary=:all:",
                "--target", str(root / GUEST_SITE.lstrip("/")), f"ai-edge-litert=={version}", "numpy"]
+        log(f"  [3/4] pip install --platform manylinux_2_27_aarch64 ai-edge-litert=={version} numpy")
         with heartbeat(f"arm64 setup: pip install ai-edge-litert=={version} numpy (aarch64 wheels)"):
             r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_CONSTRAINT": ""})
         if r.returncode != 0:
@@ -131,6 +135,7 @@ def setup(log=print, force: bool = False) -> dict:
                                 f"{(r.stderr.strip().splitlines() or ['no output'])[-1]}")
         info = {"suite": SUITE, "litert": version, "qemu": _qemu_version(), "root": str(final / "root")}
         (staging / "ready.json").write_text(json.dumps(info, indent=2) + "\n")
+        log(f"  [4/4] starting the emulated Python ({QEMU} -cpu {DEFAULT_CORE})")
         probe = _run_guest_probe(staging / "root", DEFAULT_CORE)
         if probe.get("machine") != "aarch64":
             raise SrDeployError(f"arm64 setup: the emulated Python did not run as aarch64 ({probe})")

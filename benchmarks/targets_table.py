@@ -1,0 +1,80 @@
+"""Model × precision × target: parity, LSB drift against the host, Set5 PSNR-Y on the target (issue 16).
+
+Exports each model (FP32, FP16 with fp16 arithmetic allowed, INT8 post-training with --ranges auto,
+16 DIV2K crops) and checks every artifact on the emulated ARM cores, one after the other:
+
+    python benchmarks/targets_table.py --out benchmarks/results/targets_table.json [--cores cortex-a76,cortex-a53]
+
+Writes the JSON (every figure of every row, the machine, the date, the command) and prints the
+markdown table for docs/RESULTS.md. Emulated time is not phone time: no latency is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from srdeploy.paths import data_dir
+
+#: (model, scale, size) as issue 16 lists them
+ROWS = [("imdn_rtc", 2, "720x480"), ("imdn", 4, "256x256"), ("dipnet", 4, "256x256"), ("dipnet_lite", 2, "256x256")]
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| model | size | artifact | target | max abs vs reference (image / noise) | vs host | Set5 PSNR-Y on target (reference) | drop on target | result |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r.get("checks") or []
+        ref = " / ".join(f"{x['max_abs_vs_reference']:.1e} ({x['psnr_db_vs_reference']:.1f} dB)" for x in c) or "-"
+        host = " / ".join(f"{x['max_lsb_vs_host']} LSB" if "max_lsb_vs_host" in x else f"{x['max_abs_vs_host']:.1e}"
+                          for x in c) or "-"
+        s5 = r.get("set5")
+        psnr = f"{s5['psnr_y_target']:.3f} ({s5['psnr_y_reference']:.3f})" if s5 else "-"
+        drop = f"{s5['drop_db_on_target']:.3f} dB" if s5 else "-"
+        status = r["status"] + (f": {r['error'][:60]}" if r.get("error") else "")
+        lines.append(f"| {r['model']} x{r['scale']} | {r['size']} | {r['artifact']} | {r['target']} | {ref} | {host} | "
+                     f"{psnr} | {drop} | {status} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="benchmarks/results/targets_table.json")
+    ap.add_argument("--work", default="exports/targets_table")
+    ap.add_argument("--cores", default="cortex-a76,cortex-a53")
+    ap.add_argument("--only", help="comma-separated model names")
+    args = ap.parse_args()
+    from srdeploy.export.cli import main as export_main
+
+    calib = data_dir() / "div2k" / "HR"
+    targets = [a for c in args.cores.split(",") for a in ("--target", f"arm64:{c}")]
+    rows, t0 = [], time.time()
+    for model, scale, size in ROWS:
+        if args.only and model not in args.only.split(","):
+            continue
+        out = Path(args.work) / f"{model}_x{scale}_{size}"
+        argv = ["--model", model, "--scale", str(scale), "--size", size, "--fp16", "--fp16-arithmetic", "--int8",
+                "--calib", str(calib), "--out", str(out), "--json", *targets]
+        t = time.time()
+        print(f"== {model} x{scale} {size}", file=sys.stderr, flush=True)
+        rc = export_main(argv)
+        m = json.loads((out / "manifest.json").read_text())
+        for label, arts in m.get("targets", {}).items():
+            for name, r in arts.items():
+                rows.append({"model": model, "scale": scale, "size": size, "artifact": name, "target": label, **r})
+        print(f"   rc {rc}, {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+    result = {"command": "python " + " ".join(sys.argv), "date": dt.date.today().isoformat(),
+              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "wall_s": round(time.time() - t0),
+              "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
