@@ -4,6 +4,8 @@
 
 * ``arm64[:CORE]`` — LiteRT's ARM CPU kernels (XNNPACK) under QEMU user-mode emulation
   (:mod:`.arm64`); CORE e.g. ``cortex-a76`` (default: dot product, fp16) or ``cortex-a53``.
+* ``gpu[:fp32]`` — LiteRT's GPU accelerator (:mod:`.gpu`) on a software Vulkan GPU, in its FP16
+  default or with ``enforce_f32``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from ..errors import SrDeployError
 
 __all__ = ["Target", "parse_target", "KINDS"]
 
-KINDS = ("arm64",)
+KINDS = ("arm64", "gpu")
 
 
 @dataclass(frozen=True)
@@ -26,14 +28,23 @@ class Target:
         return f"{self.kind}:{self.option}"
 
     def ready(self) -> bool:
-        from . import arm64
+        from . import arm64, gpu
 
-        return bool(arm64.is_ready())
+        return bool({"arm64": arm64, "gpu": gpu}[self.kind].is_ready())
 
     def runner(self, model, threads: int = 1):
+        if self.kind == "gpu":
+            from .gpu import GpuRunner
+
+            return GpuRunner(model, self.option)
         from .arm64 import Arm64Runner
 
         return Arm64Runner(model, self.option, threads)
+
+    @property
+    def computes_fp16(self) -> bool:
+        """Float artifacts are computed in fp16 here whatever their weights (the GPU's default)."""
+        return self.kind == "gpu" and self.option == "fp16"
 
 
 def parse_target(text: str) -> Target:
@@ -47,5 +58,10 @@ def parse_target(text: str) -> Target:
             hint = " (QEMU 7.2's 'max' computes int8 wrongly with SME: not offered)" if option.startswith("max") else ""
             raise SrDeployError(f"unknown arm64 core {option!r}{hint}; known: {', '.join(CORES)}")
         return Target("arm64", option)
+    if kind == "gpu":
+        option = option or "fp16"
+        if option not in ("fp16", "fp32"):
+            raise SrDeployError(f"unknown gpu mode {option!r}; known: gpu (its FP16 default), gpu:fp32")
+        return Target("gpu", option)
     raise SrDeployError(f"unknown target {text!r}; known: arm64[:CORE] (CORE one of {', '.join(CORES)}; "
-                        f"default {DEFAULT_CORE})")
+                        f"default {DEFAULT_CORE}), gpu[:fp32]")

@@ -24,15 +24,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
-import threading
 from pathlib import Path
-
-import numpy as np
 
 from ..errors import SrDeployError
 from ..paths import cache_dir
+from .runner import GuestRunner
 
 __all__ = ["CORES", "DEFAULT_CORE", "Arm64Runner", "setup", "root_dir", "is_ready"]
 
@@ -44,8 +41,6 @@ SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
 WHEEL_PLATFORMS = ("manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 QEMU = "qemu-aarch64-static"
 GUEST_SITE = "/opt/srdeploy"
-#: one frame of the guest protocol may hold at most this much (a 2048×2048×3 float32 output ×16 is 805 MB)
-MAX_FRAME = 1 << 31
 
 
 def target_dir() -> Path:
@@ -112,7 +107,8 @@ def setup(log=print, force: bool = False) -> dict:
                                 "--include=python3", SUITE, str(root), MIRROR], capture_output=True, text=True)
         if r.returncode != 0:
             tail = (r.stdout + r.stderr).strip().splitlines()[-1:] or ["no output"]
-            offline = any(w in tail[0].lower() for w in ("resolve", "connect", "download", "retriev", "network"))
+            offline = any(w in tail[0].lower() for w in ("resolve", "connect", "download", "retriev", "network",
+                                                         "release file"))
             raise SrDeployError(f"arm64 setup: debootstrap failed{' (offline? it downloads from ' + MIRROR + ')' if offline else ''}: {tail[0]}")
         debs = sorted((root / "var" / "cache" / "apt" / "archives").glob("*.deb"))
         log(f"  [2/4] unpacking {len(debs)} packages (dpkg-deb -x)")
@@ -206,99 +202,22 @@ def core_view(core: str) -> Path:
     return view
 
 
-def _read_frame(stream) -> bytes | None:
-    head = stream.read(8)
-    if len(head) < 8:
-        return None
-    (n,) = struct.unpack("<Q", head)
-    if n > MAX_FRAME:
-        raise SrDeployError(f"arm64 guest sent a {n}-byte frame")
-    data = stream.read(n)
-    return data if len(data) == n else None
-
-
-def _write_frame(stream, data: bytes) -> None:
-    stream.write(struct.pack("<Q", len(data)) + data)
-    stream.flush()
-
-
-class Arm64Runner:
-    """A ``.tflite`` on an emulated ARM core: ``runner(x)`` like :class:`srdeploy.runtime.TFLiteRunner`
-    (NHWC float [0, 1] in and out; quantized I/O encoded/decoded by the same rules on the host)."""
+class Arm64Runner(GuestRunner):
+    """A ``.tflite`` on an emulated ARM core (LiteRT's Interpreter, XNNPACK as apps get it)."""
 
     kind = "tflite-arm64"
 
     def __init__(self, model: Path | bytes, core: str = DEFAULT_CORE, threads: int = 1) -> None:
         view = core_view(core)
-        guest = (Path(__file__).parent / "guest.py").read_text()
-        self.core, self.name = core, Path(model).name if isinstance(model, Path) else "(in memory)"
-        blob = model.read_bytes() if isinstance(model, Path) else model
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": GUEST_SITE, "PYTHONDONTWRITEBYTECODE": "1",
                "LANG": "C.UTF-8", "HOME": "/tmp"}
-        self.proc = subprocess.Popen([QEMU, "-L", str(view), "-cpu", core, str(view / "usr/bin/python3"),
-                                      "-c", guest], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
-        self._stderr: list[bytes] = []
-        threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr), daemon=True).start()
-        try:
-            _write_frame(self.proc.stdin, json.dumps({"threads": threads}).encode())
-            _write_frame(self.proc.stdin, blob)
-            frame = _read_frame(self.proc.stdout)
-        except (BrokenPipeError, OSError):
-            frame = None
-        if frame is None:
-            self.close()
-            raise SrDeployError(f"arm64 ({core}): the emulated LiteRT died loading {self.name}: {self._tail()}")
-        self.info = json.loads(frame)
-        if self.info.get("error"):
-            self.close()
-            raise SrDeployError(f"arm64 ({core}): cannot load {self.name}: {self.info['error']}")
-        self.input, self.output = self.info["input"], self.info["output"]
-        self.seconds: list[float] = []
-
-    def _tail(self) -> str:
-        text = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
-        text = [t for t in text if t.strip()]
-        return text[-1] if text else f"exit code {self.proc.poll()}"
+        self.core = core
+        super().__init__([QEMU, "-L", str(view), "-cpu", core, str(view / "usr/bin/python3")], env, model,
+                         {"threads": threads, "runtime": "interpreter"}, f"arm64 ({core})")
 
     @property
-    def xnnpack(self) -> bool:
+    def applied(self) -> bool:
         """Did LiteRT apply its XNNPACK delegate (the kernels phones use)? It says so on stderr."""
-        return any(b"XNNPACK delegate" in line for line in self._stderr)
+        return self.stderr_has(b"XNNPACK delegate")
 
-    @property
-    def input_shape(self) -> list:
-        return list(self.input["shape"])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        import io
-
-        from ..runtime import decode_output, encode_input
-
-        buf = io.BytesIO()
-        np.save(buf, encode_input(self.input, x), allow_pickle=False)
-        try:
-            _write_frame(self.proc.stdin, buf.getvalue())
-            frame = _read_frame(self.proc.stdout)
-        except (BrokenPipeError, OSError):
-            frame = None
-        if frame is None:
-            raise SrDeployError(f"arm64 ({self.core}): the emulated LiteRT died running {self.name}: {self._tail()}")
-        self.seconds.append(struct.unpack("<d", frame[:8])[0])
-        return decode_output(self.output, np.load(io.BytesIO(frame[8:]), allow_pickle=False))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                _write_frame(self.proc.stdin, b"")
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    xnnpack = applied

@@ -80,8 +80,8 @@ def check_artifact(target: Target, art: Path, precision: str, inputs, reference:
     from ..runtime import TFLiteRunner
 
     host = TFLiteRunner(art)
-    metric, bound = BOUNDS[precision]
-    if precision == "fp32" and uint8_graph:
+    metric, bound = BOUNDS["fp16" if precision == "fp32" and target.computes_fp16 else precision]
+    if precision == "fp32" and uint8_graph and not target.computes_fp16:
         metric, bound = "max_grey", 1.0
     rows = []
     try:
@@ -106,9 +106,7 @@ def check_artifact(target: Target, art: Path, precision: str, inputs, reference:
             rows.append(row)
         result = {"metric": metric, "bound": bound, "checks": rows,
                   "status": "passed" if all(r["passed"] for r in rows) else "failed",
-                  "runner": {"machine": runner.info["machine"], "core": runner.core,
-                             "features": runner.info["features"], "xnnpack": runner.xnnpack,
-                             "litert": runner.info.get("litert"), "python": runner.info.get("python")}}
+                  "runner": _describe(runner)}
         if precision == "int8":
             _, h, w, _ = runner.input_shape
             overlap = min(8, (min(h, w) - 1) // 2)
@@ -119,10 +117,23 @@ def check_artifact(target: Target, art: Path, precision: str, inputs, reference:
                 ref_psnr = _set5_psnr(reference, scale, (h, w), overlap)
                 result["set5"] = {"psnr_y_target": on_target, "psnr_y_host": on_host, "psnr_y_reference": ref_psnr,
                                   "drop_db_on_target": ref_psnr - on_target, "target_minus_host_db": on_target - on_host}
-    if not result["runner"]["xnnpack"]:
+    if not runner.applied:
         result["status"] = "failed"
-        result["error"] = "LiteRT did not apply XNNPACK on the emulated core: not the kernels a phone runs"
+        result["error"] = ("LiteRT did not apply XNNPACK on the emulated core: not the kernels a phone runs"
+                           if target.kind == "arm64" else "no GPU adapter was selected: this did not run on a GPU")
     return result
+
+
+def _describe(runner) -> dict:
+    """What the artifact ran on, as the target itself reported it."""
+    d = {"machine": runner.info["machine"], "litert": runner.info.get("litert"), "python": runner.info.get("python")}
+    if runner.kind == "tflite-arm64":
+        d.update(core=runner.core, features=runner.info.get("features", []), xnnpack=runner.applied)
+    else:
+        d.update(adapter=runner.adapter, gpu_accelerator=runner.applied,
+                 note="LiteRT's WebGPU backend; Android phones run the same GPU accelerator on OpenCL/OpenGL ES "
+                      "with the same op set and FP16 default")
+    return d
 
 
 def check_export(export_dir: str | Path, targets: list[Target], artifacts: list[str] | None = None,

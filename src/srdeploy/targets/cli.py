@@ -18,18 +18,19 @@ def build_parser() -> OneLineParser:
         description="Run exported .tflite files on a phone's own kernels, off-device, and measure them against "
                     "the reference and the host CPU. Targets: arm64[:CORE] — LiteRT's ARM CPU kernels (XNNPACK) "
                     "under QEMU user-mode emulation; CORE cortex-a76 (default; dot product and fp16 arithmetic), "
-                    "cortex-a53 (ARMv8.0), neoverse-n1, cortex-a72, cortex-a57. Emulated time is not phone time: "
+                    "cortex-a53 (ARMv8.0), neoverse-n1, cortex-a72, cortex-a57. gpu[:fp32] — LiteRT's GPU accelerator "
+                    "on a software Vulkan GPU (Mesa lavapipe), in its FP16 default or FP32. Emulated time is not phone time: "
                     "checks report parity, never latency.",
         epilog="examples:\n  sudo sr-target setup arm64        # once: ~1 min, ~350 MB in ~/.cache/srdeploy/targets\n"
                "  sr-target check exports/imdn_rtc_x2_64x64 --target arm64 --target arm64:cortex-a53\n"
                "  sr-target list\n\nexit codes: 0 ok, 1 a check failed, 2 bad input (e.g. a target not set up).")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("setup", help="prepare a target (root for arm64: debootstrap; downloads ~150 MB once)")
-    s.add_argument("kind", choices=("arm64",))
+    s = sub.add_parser("setup", help="prepare a target (arm64: root, debootstrap, ~150 MB download; gpu: no root, ~35 MB)")
+    s.add_argument("kind", choices=("arm64", "gpu"))
     s.add_argument("--force", action="store_true", help="rebuild even if it is set up")
     c = sub.add_parser("check", help="run an export's .tflite artifacts on targets; results go into its manifest")
     c.add_argument("export_dir", metavar="EXPORT_DIR")
-    c.add_argument("--target", action="append", required=True, metavar="T", help="arm64[:CORE] (repeatable)")
+    c.add_argument("--target", action="append", required=True, metavar="T", help="arm64[:CORE] or gpu[:fp32] (repeatable)")
     c.add_argument("--artifact", action="append", metavar="FILE", help="only this .tflite (repeatable; default all)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -43,16 +44,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.command == "setup":
-        from . import arm64
+        from . import arm64, gpu
 
-        arm64.setup(log=log, force=args.force)
+        {"arm64": arm64, "gpu": gpu}[args.kind].setup(log=log, force=args.force)
         return 0
     if args.command == "list":
-        from . import arm64
+        from . import arm64, gpu
 
         ready = arm64.is_ready()
         print(f"arm64: {'ready in ' + str(arm64.target_dir()) if ready else 'not set up (sudo sr-target setup arm64)'}"
               f"; cores {', '.join(arm64.CORES)}")
+        g = gpu.is_ready()
+        print(f"gpu: {'ready in ' + str(gpu.target_dir()) + ' (' + g['adapter'] + ')' if g else 'not set up (sr-target setup gpu)'}"
+              "; modes gpu (FP16 default), gpu:fp32")
         return 0
     targets = [parse_target(t) for t in args.target]
     from .check import check_export, format_targets, record_in_manifest

@@ -3,7 +3,9 @@
 It is sent as ``python3 -c SOURCE`` so the target needs nothing of srdeploy installed. Protocol on
 stdin/stdout, every message a frame ``<8-byte little-endian length><payload>``:
 
-1. host → guest: JSON ``{"threads": N}``; host → guest: the ``.tflite`` bytes
+1. host → guest: JSON ``{"threads": N, "runtime": "interpreter" | "gpu" | "gpu-fp32"}``; host → guest:
+   the ``.tflite`` bytes (``gpu``: LiteRT's CompiledModel with the GPU accelerator *alone*, so a GPU
+   that does not load fails instead of falling back to the CPU; ``gpu-fp32`` with ``enforce_f32``)
 2. guest → host: JSON with the machine, the CPU features the kernel reports (``getauxval``), the
    model's input/output details and the load error if any
 3. then, repeatedly, host → guest: an ``.npy`` input tensor (exact dtype); guest → host: ``.npy``
@@ -53,13 +55,54 @@ def details(d):
             "zero_point": int(zero)}
 
 
+def _gpu(model: bytes, fp32: bool, info: dict):
+    """LiteRT's GPU accelerator through CompiledModel (the only accelerator asked for)."""
+    import numpy as np
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.gpu_options import GpuOptions
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import Options
+
+    opts = Options(HardwareAccelerator.GPU, gpu_options=GpuOptions(enforce_f32=True)) if fp32 else \
+        Options(HardwareAccelerator.GPU)
+    cm = CompiledModel.from_buffer(model, options=opts)
+    key = list(cm.get_signature_list())[0]
+    ind = list(cm.get_input_tensor_details(key).values())
+    outd = list(cm.get_output_tensor_details(key).values())
+    if len(ind) != 1 or len(outd) != 1:
+        raise ValueError("one input and one output expected")
+    ins, outs = cm.create_input_buffers(0), cm.create_output_buffers(0)
+
+    def desc(d):
+        return {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name, "scale": 0.0,
+                "zero_point": 0}
+
+    info.update(input=desc(ind[0]), output=desc(outd[0]), fully_accelerated=bool(cm.is_fully_accelerated()))
+    oshape, odtype = info["output"]["shape"], np.dtype(info["output"]["dtype"])
+    if info["input"]["dtype"] != "float32" or odtype != np.float32:
+        raise ValueError("the GPU target runs float-I/O models (float32 in and out)")
+
+    def run(x):
+        ins[0].write(np.ascontiguousarray(x))
+        cm.run_by_index(0, ins, outs)
+        return outs[0].read(int(np.prod(oshape)), odtype).reshape(oshape)
+
+    return run
+
+
 def main():
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    import os
+
+    # the protocol gets its own copy of stdout; fd 1 then points at stderr, so whatever native code
+    # prints (LiteRT's GPU registry logs to stdout) cannot corrupt a frame
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    stdin = sys.stdin.buffer
     cfg = json.loads(read_frame(stdin))
     model = read_frame(stdin)
-    feats, h1, h2 = features()
-    info = {"machine": platform.machine(), "features": feats, "hwcap": h1, "hwcap2": h2,
-            "python": platform.python_version()}
+    info = {"machine": platform.machine(), "python": platform.python_version()}
+    if platform.machine() == "aarch64":  # (the bit names are ARM's)
+        info["features"], info["hwcap"], info["hwcap2"] = features()
     try:
         import numpy as np
         from importlib.metadata import version
@@ -67,10 +110,19 @@ def main():
         from ai_edge_litert.interpreter import Interpreter
 
         info["litert"] = version("ai-edge-litert")
-        it = Interpreter(model_content=model, num_threads=int(cfg.get("threads") or 1))
-        it.allocate_tensors()
-        inp, out = it.get_input_details()[0], it.get_output_details()[0]
-        info.update(input=details(inp), output=details(out))
+        runtime = cfg.get("runtime", "interpreter")
+        if runtime == "interpreter":
+            it = Interpreter(model_content=model, num_threads=int(cfg.get("threads") or 1))
+            it.allocate_tensors()
+            inp, out = it.get_input_details()[0], it.get_output_details()[0]
+            info.update(input=details(inp), output=details(out))
+
+            def run(x):
+                it.set_tensor(inp["index"], x)
+                it.invoke()
+                return it.get_tensor(out["index"])
+        else:
+            run = _gpu(model, runtime == "gpu-fp32", info)
     except Exception as exc:  # reported to the host, which turns it into an error row
         info["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         write_frame(stdout, json.dumps(info).encode())
@@ -82,9 +134,7 @@ def main():
             return
         x = np.load(io.BytesIO(frame), allow_pickle=False)
         t = time.perf_counter()
-        it.set_tensor(inp["index"], x)
-        it.invoke()
-        y = it.get_tensor(out["index"])
+        y = run(x)
         buf = io.BytesIO()
         np.save(buf, y, allow_pickle=False)
         write_frame(stdout, struct.pack("<d", time.perf_counter() - t) + buf.getvalue())
