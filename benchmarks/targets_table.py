@@ -3,7 +3,7 @@
 Exports each model (FP32, FP16 with fp16 arithmetic allowed, INT8 post-training with --ranges auto,
 16 DIV2K crops) and checks every artifact on the emulated ARM cores, one after the other:
 
-    python benchmarks/targets_table.py --out benchmarks/results/targets_table.json [--cores cortex-a76,cortex-a53]
+    python benchmarks/targets_table.py --out benchmarks/results/targets_table.json [--cores cortex-a76,cortex-a53] [--gpu]
 
 Writes the JSON (every figure of every row, the machine, the date, the command) and prints the
 markdown table for docs/RESULTS.md. Emulated time is not phone time: no latency is reported.
@@ -46,12 +46,15 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results/targets_table.json")
     ap.add_argument("--work", default="exports/targets_table")
     ap.add_argument("--cores", default="cortex-a76,cortex-a53")
+    ap.add_argument("--gpu", action="store_true", help="also the gpu target in both modes (sr-target setup gpu)")
     ap.add_argument("--only", help="comma-separated model names")
     args = ap.parse_args()
     from srdeploy.export.cli import main as export_main
 
     calib = data_dir() / "div2k" / "HR"
     targets = [a for c in args.cores.split(",") for a in ("--target", f"arm64:{c}")]
+    if args.gpu:
+        targets += ["--target", "gpu", "--target", "gpu:fp32"]
     rows, t0 = [], time.time()
     for model, scale, size in ROWS:
         if args.only and model not in args.only.split(","):
@@ -67,6 +70,10 @@ def main() -> int:
             for name, r in arts.items():
                 rows.append({"model": model, "scale": scale, "size": size, "artifact": name, "target": label, **r})
         print(f"   rc {rc}, {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+    out_path = Path(args.out)
+    if args.only and out_path.is_file():  # keep the other models' rows of an earlier run
+        done = {(r["model"], r["size"]) for r in rows}
+        rows = [r for r in json.loads(out_path.read_text())["rows"] if (r["model"], r["size"]) not in done] + rows
     result = {"command": "python " + " ".join(sys.argv), "date": dt.date.today().isoformat(),
               "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "wall_s": round(time.time() - t0),
               "rows": rows}

@@ -179,3 +179,67 @@ def test_gpu_not_set_up_is_one_line(tmp_path, monkeypatch):
         parse_target("gpu:fp32").runner(tmp_path / "x.tflite")
     with pytest.raises(SrDeployError, match="unknown gpu mode"):
         parse_target("gpu:int4")
+
+
+@pytest.fixture(scope="module")
+def qualcomm_ready():
+    from srdeploy.targets import qualcomm
+
+    if not qualcomm.is_ready():
+        msg = "qualcomm target not set up (sr-target setup qualcomm)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def test_qualcomm_compiles_fp16_and_int8_fully_offloaded(rtc_export, qualcomm_ready, tmp_path):
+    import shutil
+
+    from srdeploy.targets.check import check_export
+
+    copy = tmp_path / "q"
+    shutil.copytree(rtc_export, copy)
+    res = check_export(copy, [parse_target("qualcomm:SM8650"), parse_target("qualcomm:sm8350")],
+                       ["model_fp16.tflite", "model_int8.tflite"], log=lambda m: None)
+    for soc in ("SM8650", "SM8350"):
+        for name in ("model_fp16.tflite", "model_int8.tflite"):
+            r = res[f"qualcomm:{soc}"][name]
+            assert r["status"] == "compiled", r
+            assert r["ops_offloaded"] == r["ops_total"] > 10 and r["partitions"] == 1 and r["left_on_cpu"] == []
+            assert (copy / r["compiled_file"]).is_file() and soc in r["compiled_file"]
+
+
+def test_qualcomm_reports_a_graph_it_refuses_in_part(qualcomm_ready, tmp_path, capsys):
+    """--rewrites none keeps the pixel shuffle's 6-D TRANSPOSE, which the HTP refuses: reported as not
+    fully offloaded (exit 1), with the op and why — never as passed."""
+    from srdeploy.export.cli import main as export_main
+
+    out = tmp_path / "plain"
+    rc = run_cli("sr-export", export_main, ["--model", "imdn_rtc", "--size", "32x32", "--random-weights",
+                                            "--rewrites", "none", "--target", "qualcomm:SM8650", "--out", str(out)])
+    assert rc == 1
+    r = json.loads((out / "manifest.json").read_text())["targets"]["qualcomm:SM8650"]["model_fp32.tflite"]
+    assert r["status"] == "partial" and r["ops_offloaded"] < r["ops_total"]
+    refused = {x["op"]: x for x in r["left_on_cpu"]}
+    assert "TRANSPOSE" in refused and "rank-6" in refused["TRANSPOSE"]["reason"]
+    assert "NOT FULLY OFFLOADED" in capsys.readouterr().out
+
+
+def test_qualcomm_damaged_model_is_an_error_row(qualcomm_ready, rtc_export, tmp_path):
+    import shutil
+
+    from srdeploy.targets.check import check_export
+
+    copy = tmp_path / "d"
+    shutil.copytree(rtc_export, copy)
+    blob = (copy / "model_fp32.tflite").read_bytes()
+    (copy / "model_fp32.tflite").write_bytes(blob[:200] + os.urandom(len(blob) - 200))
+    res = check_export(copy, [parse_target("qualcomm:SM8650")], ["model_fp32.tflite"], log=lambda m: None)
+    r = res["qualcomm:SM8650"]["model_fp32.tflite"]
+    assert r["status"] == "error" and r["error"]
+    assert not (copy / "model_fp32.SM8650.tflite").exists()
+
+
+def test_unknown_soc_is_refused():
+    with pytest.raises(SrDeployError, match="unknown Qualcomm SoC 'SM9999'"):
+        parse_target("qualcomm:SM9999")

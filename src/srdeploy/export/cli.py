@@ -214,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = json.loads((exporter.out_dir / "manifest.json").read_text())
     if args.bench:
         manifest = _bench(exporter.out_dir, manifest, args.bench_runs)
-    targets_ok = not target_results or all(r.get("status") == "passed" for a in target_results.values()
+    from ..targets import OK_STATUSES
+
+    targets_ok = not target_results or all(r.get("status") in OK_STATUSES for a in target_results.values()
                                            for r in a.values())
     bundled = None
     if args.bundle and not targets_ok:

@@ -189,8 +189,11 @@ class Exporter:
         if final.exists() and not final.is_dir():
             raise SrDeployError(f"output path {final} exists and is not a directory")
         if final.is_dir():
+            import re
+
             ours = set(ARTIFACT_FILES.values()) | {"manifest.json"}
-            foreign = sorted(p.name for p in final.iterdir() if p.name not in ours)
+            compiled = re.compile(r"^model_(fp32|fp16|int8)\.[A-Z0-9]{2,16}\.tflite$")  # sr-target's NPU builds
+            foreign = sorted(p.name for p in final.iterdir() if p.name not in ours and not compiled.match(p.name))
             if foreign:
                 raise SrDeployError(f"{final} holds files that are not an sr-export's ({', '.join(foreign[:3])}"
                                     f"{', ...' if len(foreign) > 3 else ''}); an export replaces its folder whole: "

@@ -6,6 +6,8 @@
   (:mod:`.arm64`); CORE e.g. ``cortex-a76`` (default: dot product, fp16) or ``cortex-a53``.
 * ``gpu[:fp32]`` — LiteRT's GPU accelerator (:mod:`.gpu`) on a software Vulkan GPU, in its FP16
   default or with ``enforce_f32``.
+* ``qualcomm:<SoC>`` — LiteRT's AOT compiler for the Snapdragon NPU (:mod:`.qualcomm`): the compiled
+  model and what was offloaded (no run yet).
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from dataclasses import dataclass
 
 from ..errors import SrDeployError
 
-__all__ = ["Target", "parse_target", "KINDS"]
+__all__ = ["Target", "parse_target", "KINDS", "OK_STATUSES"]
 
-KINDS = ("arm64", "gpu")
+KINDS = ("arm64", "gpu", "qualcomm")
+#: statuses of a target row that are not a failure
+OK_STATUSES = ("passed", "compiled")
 
 
 @dataclass(frozen=True)
@@ -28,9 +32,9 @@ class Target:
         return f"{self.kind}:{self.option}"
 
     def ready(self) -> bool:
-        from . import arm64, gpu
+        from . import arm64, gpu, qualcomm
 
-        return bool({"arm64": arm64, "gpu": gpu}[self.kind].is_ready())
+        return bool({"arm64": arm64, "gpu": gpu, "qualcomm": qualcomm}[self.kind].is_ready())
 
     def runner(self, model, threads: int = 1):
         if self.kind == "gpu":
@@ -58,10 +62,16 @@ def parse_target(text: str) -> Target:
             hint = " (QEMU 7.2's 'max' computes int8 wrongly with SME: not offered)" if option.startswith("max") else ""
             raise SrDeployError(f"unknown arm64 core {option!r}{hint}; known: {', '.join(CORES)}")
         return Target("arm64", option)
+    if kind == "qualcomm":
+        from .qualcomm import SOCS
+
+        if option.upper() not in SOCS:
+            raise SrDeployError(f"unknown Qualcomm SoC {option!r}; known: {', '.join(SOCS)} (e.g. qualcomm:SM8650)")
+        return Target("qualcomm", option.upper())
     if kind == "gpu":
         option = option or "fp16"
         if option not in ("fp16", "fp32"):
             raise SrDeployError(f"unknown gpu mode {option!r}; known: gpu (its FP16 default), gpu:fp32")
         return Target("gpu", option)
     raise SrDeployError(f"unknown target {text!r}; known: arm64[:CORE] (CORE one of {', '.join(CORES)}; "
-                        f"default {DEFAULT_CORE}), gpu[:fp32]")
+                        f"default {DEFAULT_CORE}), gpu[:fp32], qualcomm:<SoC>")

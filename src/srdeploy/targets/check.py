@@ -171,6 +171,15 @@ def check_export(export_dir: str | Path, targets: list[Target], artifacts: list[
     for t in targets:
         for name in chosen:
             log(f"target {t.label}: {name}")
+            if t.kind == "qualcomm":
+                from .qualcomm import compile_artifact, compiled_name
+
+                try:
+                    out.setdefault(t.label, {})[name] = compile_artifact(
+                        export_dir / name, t.option, export_dir / compiled_name(name, t.option))
+                except SrDeployError as exc:
+                    out.setdefault(t.label, {})[name] = {"status": "error", "error": str(exc)}
+                continue
             try:
                 out.setdefault(t.label, {})[name] = check_artifact(
                     t, export_dir / name, arts[name]["precision"], inputs, reference, manifest["scale"], uint8_graph, log)
@@ -183,6 +192,13 @@ def format_targets(results: dict) -> str:
     rows = [("target", "artifact", "input", "vs reference", "vs host", "result")]
     for label, arts in results.items():
         for name, r in arts.items():
+            if "ops_offloaded" in r:
+                left = ", ".join(f"{x['op']} ({x['reason']})" for x in r["left_on_cpu"][:3])
+                rows.append((label, name, f"-> {r['compiled_file']}",
+                             f"{r['ops_offloaded']}/{r['ops_total']} ops offloaded, {r['partitions']} partition(s)",
+                             f"on CPU: {left or 'none'}"[:70],
+                             "COMPILED (not run)" if r["status"] == "compiled" else "NOT FULLY OFFLOADED"))
+                continue
             if r.get("status") == "error" and not r.get("checks"):
                 rows.append((label, name, "-", "-", "-", f"ERROR: {r['error'][:80]}"))
                 continue

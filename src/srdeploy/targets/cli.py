@@ -26,11 +26,11 @@ def build_parser() -> OneLineParser:
                "  sr-target list\n\nexit codes: 0 ok, 1 a check failed, 2 bad input (e.g. a target not set up).")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("setup", help="prepare a target (arm64: root, debootstrap, ~150 MB download; gpu: no root, ~35 MB)")
-    s.add_argument("kind", choices=("arm64", "gpu"))
+    s.add_argument("kind", choices=("arm64", "gpu", "qualcomm"))
     s.add_argument("--force", action="store_true", help="rebuild even if it is set up")
     c = sub.add_parser("check", help="run an export's .tflite artifacts on targets; results go into its manifest")
     c.add_argument("export_dir", metavar="EXPORT_DIR")
-    c.add_argument("--target", action="append", required=True, metavar="T", help="arm64[:CORE] or gpu[:fp32] (repeatable)")
+    c.add_argument("--target", action="append", required=True, metavar="T", help="arm64[:CORE], gpu[:fp32] or qualcomm:<SoC> (repeatable)")
     c.add_argument("--artifact", action="append", metavar="FILE", help="only this .tflite (repeatable; default all)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -44,9 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.command == "setup":
-        from . import arm64, gpu
+        from . import arm64, gpu, qualcomm
 
-        {"arm64": arm64, "gpu": gpu}[args.kind].setup(log=log, force=args.force)
+        {"arm64": arm64, "gpu": gpu, "qualcomm": qualcomm}[args.kind].setup(log=log, force=args.force)
         return 0
     if args.command == "list":
         from . import arm64, gpu
@@ -57,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         g = gpu.is_ready()
         print(f"gpu: {'ready in ' + str(gpu.target_dir()) + ' (' + g['adapter'] + ')' if g else 'not set up (sr-target setup gpu)'}"
               "; modes gpu (FP16 default), gpu:fp32")
+        from . import qualcomm
+
+        q = qualcomm.is_ready()
+        print(f"qualcomm: {'ready in ' + str(qualcomm.target_dir()) if q else 'not set up (sr-target setup qualcomm)'}"
+              f"; SoCs {', '.join(qualcomm.SOCS)} (compile and offload report; no NPU run yet)")
         return 0
     targets = [parse_target(t) for t in args.target]
     from .check import check_export, format_targets, record_in_manifest
@@ -64,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = check_export(args.export_dir, targets, args.artifact, seed=args.seed, log=log)
     record_in_manifest(Path(args.export_dir), results)
     print(json.dumps(results, indent=2) if args.json else format_targets(results))
-    ok = all(r.get("status") == "passed" for arts in results.values() for r in arts.values())
+    from . import OK_STATUSES
+
+    ok = all(r.get("status") in OK_STATUSES for arts in results.values() for r in arts.values())
     return 0 if ok else 1
 
 
