@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from srdeploy.cli_util import run_cli
@@ -19,13 +17,18 @@ from srdeploy.targets import arm64
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="module")
-def arm64_ready():
-    if not arm64.is_ready():
-        msg = "arm64 target not set up (sudo sr-target setup arm64)"
+def _need_target(kind: str, setup: str) -> None:
+    """Skip locally, fail under CI=true, when a target is not set up."""
+    if not parse_target(kind).ready():
+        msg = f"{kind} target not set up ({setup})"
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def arm64_ready():
+    _need_target("arm64", "sudo sr-target setup arm64")
 
 
 @pytest.fixture(scope="module")
@@ -144,13 +147,7 @@ def test_setup_offline_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, cap
 
 @pytest.fixture(scope="module")
 def gpu_ready():
-    from srdeploy.targets import gpu
-
-    if not gpu.is_ready():
-        msg = "gpu target not set up (sr-target setup gpu)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    _need_target("gpu", "sr-target setup gpu")
 
 
 def test_gpu_target_fp16_default_and_fp32(rtc_export, gpu_ready, tmp_path):
@@ -183,13 +180,7 @@ def test_gpu_not_set_up_is_one_line(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def qualcomm_ready():
-    from srdeploy.targets import qualcomm
-
-    if not qualcomm.is_ready():
-        msg = "qualcomm target not set up (sr-target setup qualcomm)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    _need_target("qualcomm:SM8650", "sr-target setup qualcomm")
 
 
 def test_qualcomm_compiles_fp16_and_int8_fully_offloaded(rtc_export, qualcomm_ready, tmp_path):

@@ -13,7 +13,7 @@ from ..cli_util import parse_hw
 from ..errors import SrDeployError
 from .convention import IOConvention
 
-__all__ = ["ModelSource", "MAX_EXPORT_PIXELS", "Reference", "export_name"]
+__all__ = ["ModelSource", "TorchSource", "MAX_EXPORT_PIXELS", "Reference", "export_name"]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.+-]{1,64}$"
 
@@ -113,3 +113,20 @@ class ModelSource:
         """The manifest's ``source`` entry: where the model came from, its convention, what was added."""
         return {"kind": self.kind, "convention": self.convention.to_json(),
                 "added_to_graph": self.convention.added_ops()}
+
+
+class TorchSource(ModelSource):
+    """A source that is a torch module in srdeploy's convention (``self.model``): the registry's and
+    a user's module share its ONNX export and its float32/float64 PyTorch reference."""
+
+    model = None
+
+    def write_onnx(self, path, size, rewrites, io="float32") -> dict:
+        from ..export.formats import export_onnx
+
+        return export_onnx(self.model, path, size, rewrites, io)
+
+    def reference(self):
+        from ..runtime import TorchRunner
+
+        return TorchRunner(self.model), TorchRunner(self.model, float64=True)

@@ -8,13 +8,13 @@ import torch
 import torch.nn as nn
 
 from ..errors import SrDeployError
-from .base import ModelSource, export_name
+from .base import TorchSource, export_name
 from .convention import IOConvention, SourceIO
 
 __all__ = ["ModuleSource"]
 
 
-class ModuleSource(ModelSource):
+class ModuleSource(TorchSource):
     kind = "module"
     quality_label = "pytorch_fp32"
 
@@ -54,16 +54,6 @@ class ModuleSource(ModelSource):
     @property
     def parameters(self) -> int:
         return int(sum(p.numel() for p in self.source_module.parameters()))
-
-    def write_onnx(self, path, size, rewrites, io="float32") -> dict:
-        from ..export.formats import export_onnx
-
-        return export_onnx(self.model, path, size, rewrites, io)
-
-    def reference(self):
-        from ..runtime import TorchRunner
-
-        return TorchRunner(self.model), TorchRunner(self.model, float64=True)
 
     def describe(self) -> dict:
         return {**super().describe(), "class": type(self.source_module).__name__, "fused_branches": self.fused,

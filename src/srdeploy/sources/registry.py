@@ -8,12 +8,12 @@ import torch
 from ..errors import SrDeployError
 from ..models import check_scale, create_model, get_spec
 from ..models.weights import resolve_weights, sha256_file
-from .base import ModelSource
+from .base import TorchSource
 
 __all__ = ["RegistrySource"]
 
 
-class RegistrySource(ModelSource):
+class RegistrySource(TorchSource):
     kind = "registry"
     quality_label = "pytorch_fp32"
 
@@ -57,16 +57,6 @@ class RegistrySource(ModelSource):
     @property
     def parameters(self) -> int:
         return int(sum(p.numel() for p in self.model.parameters()))
-
-    def write_onnx(self, path, size, rewrites, io="float32") -> dict:
-        from ..export.formats import export_onnx
-
-        return export_onnx(self.model, path, size, rewrites, io)
-
-    def reference(self):
-        from ..runtime import TorchRunner
-
-        return TorchRunner(self.model), TorchRunner(self.model, float64=True)
 
     def predictor(self, size, overlap):
         """PyTorch on the whole image, as the registry's published figures are measured."""
