@@ -47,6 +47,17 @@ def foreign_root() -> Path:
     return _need(foreign_dir(), "foreign")
 
 
+def need_target(kind: str, setup: str) -> None:
+    """Skip locally, fail under CI=true, when a target (sr-target setup KIND) is not set up."""
+    from srdeploy.targets import parse_target
+
+    if not parse_target(kind).ready():
+        msg = f"{kind} target not set up ({setup})"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 class NetworkBlocked(OSError):
     pass
 

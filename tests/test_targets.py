@@ -14,21 +14,12 @@ from srdeploy.errors import SrDeployError
 from srdeploy.targets import parse_target
 from srdeploy.targets import arm64
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _need_target(kind: str, setup: str) -> None:
-    """Skip locally, fail under CI=true, when a target is not set up."""
-    if not parse_target(kind).ready():
-        msg = f"{kind} target not set up ({setup})"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+from .conftest import need_target
 
 
 @pytest.fixture(scope="module")
 def arm64_ready():
-    _need_target("arm64", "sudo sr-target setup arm64")
+    need_target("arm64", "sudo sr-target setup arm64")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +138,7 @@ def test_setup_offline_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, cap
 
 @pytest.fixture(scope="module")
 def gpu_ready():
-    _need_target("gpu", "sr-target setup gpu")
+    need_target("gpu", "sr-target setup gpu")
 
 
 def test_gpu_target_fp16_default_and_fp32(rtc_export, gpu_ready, tmp_path):
@@ -180,7 +171,7 @@ def test_gpu_not_set_up_is_one_line(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def qualcomm_ready():
-    _need_target("qualcomm:SM8650", "sr-target setup qualcomm")
+    need_target("qualcomm:SM8650", "sr-target setup qualcomm")
 
 
 def test_qualcomm_compiles_fp16_and_int8_fully_offloaded(rtc_export, qualcomm_ready, tmp_path):
