@@ -52,8 +52,8 @@ def build_parser() -> OneLineParser:
     g.add_argument("--eval-size", action="append", default=None, metavar="HxW",
                    help="evaluate only the artifacts of these sizes (default: every size)")
     g.add_argument("--budget-gmac", type=float, help="skip (as a row) cells whose frame costs more GMAC")
-    g.add_argument("--anchor", metavar="FILE.tflite", help="a .tflite timed beside the first size's artifacts: "
-                   "every row's ratio to anchor")
+    g.add_argument("--anchor", metavar="FILE.tflite", help="a .tflite timed beside each size's artifacts "
+                   "where its input fits: every row's ratio to anchor")
     g.add_argument("--plan", metavar="FILE.json", help="the grid as JSON, keys as the flags (models, onnx, sizes, "
                    "precisions, targets, evals, ...); flags given too are added")
     r = ap.add_argument_group("running")

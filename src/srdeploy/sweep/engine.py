@@ -109,7 +109,7 @@ class _Sweep:
         cells = [self.rows[c.id] for c in self.plan.cells() if c.id in self.rows]
         doc = {"srdeploy": __version__, "started": self.started, "invocations": self.invocations,
                "seconds": round(self.seconds_before + time.time() - self.t0, 1),
-               "address": self.address or "local", "cluster": self.cluster, "plan": self.plan.describe(),
+               "folder": str(self.out.resolve()), "address": self.address or "local", "cluster": self.cluster, "plan": self.plan.describe(),
                "cells": cells, "anchor": self.anchor_rows}
         atomic_write_json(self.out / RESULTS, doc)
 
@@ -342,7 +342,8 @@ class _Sweep:
             except Exception as exc:
                 value, crash = None, f"latency task lost: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
             base = (value or {}).get("results", {}).get("anchor", {}).get("median_ms")
-            if value and "anchor" in value["results"]:
+            # the anchor is timed where its input fits (a fixed-shape file runs at its own size only)
+            if value and "anchor" in value["results"] and not value["results"]["anchor"].get("error"):
                 self.anchor_rows[f"{h}x{w}"] = {**value["results"]["anchor"], "file": anchor[0],
                                                 "node": self.where(value["node"])}
             for c in batch:

@@ -37,6 +37,8 @@ class ModelEntry:
     channels: str = "rgb"
     #: the ONNX file's sha256 (a changed file is a changed cell), "" for registry models
     digest: str = ""
+    #: False for models that map an upscaled image to one of its size (no SR scale to evaluate)
+    evaluable: bool = True
     gmac_per_mpix: float | None = None
 
     def export_kwargs(self) -> dict:
@@ -128,7 +130,8 @@ class Plan:
                 gmac = None if m.gmac_per_mpix is None else m.gmac_per_mpix * size[0] * size[1] / 1e6
                 skip = (f"{gmac:.0f} GMAC per frame > budget {self.budget_gmac:g}"
                         if gmac is not None and self.budget_gmac is not None and gmac > self.budget_gmac else None)
-                evals = () if (self.eval_sizes is not None and size not in self.eval_sizes) else tuple(self.evals)
+                evals = () if (not m.evaluable or (self.eval_sizes is not None and size not in self.eval_sizes)) \
+                    else tuple(self.evals)
                 for prec in self.precisions:
                     for t in self.targets:
                         out.append(Cell(group, prec, t, evals, self.runs, self.threads, skip))
@@ -159,7 +162,8 @@ def _registry_entry(name: str, scale: int | None) -> ModelEntry:
     s = check_scale(spec, scale)
     # MACs are linear in the pixels (convolutions, shuffles): counted once at 100x100, per megapixel
     macs = count_macs_torch(create_model(name, s, pretrained=False), (100, 100)) / 1e4 * 1e6 / 1e9
-    return ModelEntry(name, "registry", name, s, random_weights=not spec.weights, gmac_per_mpix=macs)
+    return ModelEntry(name, "registry", name, s, random_weights=not spec.weights, evaluable=spec.scales != (1,),
+                      gmac_per_mpix=macs)
 
 
 def _onnx_entry(path: str, scale: int | None, value_range: int, channels: str) -> ModelEntry:

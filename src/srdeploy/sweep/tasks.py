@@ -99,7 +99,7 @@ def evaluate_artifact(files: dict[str, bytes], artifact: str, scale: int, datase
 
 
 def bench_artifacts(payloads: list[tuple[str, dict[str, bytes], str]], size: tuple[int, int], threads: int,
-                    runs: int, anchor: str | None = None) -> dict:
+                    runs: int, anchor: tuple[str, bytes] | None = None) -> dict:
     """One interleaved ``sr-bench`` run of every artifact of one size on this node (and the anchor
     first, when given): ``{label: BenchResult JSON}``. Run alone on its node (see engine)."""
     from ..benchmark.bench import BenchSetting, machine_info, run_benchmarks
@@ -107,9 +107,12 @@ def bench_artifacts(payloads: list[tuple[str, dict[str, bytes], str]], size: tup
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="srdeploy-sweep-bench-") as tmp:
         labels, settings = [], []
-        if anchor:
+        if anchor:  # (file name, bytes): the reference model travels like the artifacts
+            path = Path(tmp) / "anchor" / Path(anchor[0]).name
+            path.parent.mkdir()
+            path.write_bytes(anchor[1])
             labels.append("anchor")
-            settings.append(BenchSetting(anchor, size, threads, "xnnpack"))
+            settings.append(BenchSetting(str(path), size, threads, "xnnpack"))
         for i, (label, files, artifact) in enumerate(payloads):
             folder = materialize({k: v for k, v in files.items() if k == artifact}, Path(tmp) / str(i))
             labels.append(label)
