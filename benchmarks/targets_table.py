@@ -4,6 +4,11 @@ Exports each model (FP32, FP16 with fp16 arithmetic allowed, INT8 post-training 
 16 DIV2K crops) and checks every artifact on the emulated ARM cores, one after the other:
 
     python benchmarks/targets_table.py --out benchmarks/results/targets_table.json [--cores cortex-a76,cortex-a53] [--gpu]
+                                       [--qualcomm SM8650,SM8350] [--reuse]
+
+``--qualcomm``: each artifact compiled for those SoCs and, fully offloaded, run on QNN's HTP
+simulator. ``--reuse``: an existing export in --work is checked on the requested targets only
+(``sr-target check``) instead of exported again.
 
 Writes the JSON (every figure of every row, the machine, the date, the command) and prints the
 markdown table for docs/RESULTS.md. Emulated time is not phone time: no latency is reported.
@@ -28,6 +33,10 @@ def _table(rows: list[dict]) -> str:
     lines = ["| model | size | artifact | target | max abs vs reference (image / noise) | vs host | Set5 PSNR-Y on target (reference) | drop on target | result |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "ops_offloaded" in r:  # qualcomm: the compile's figures, then the simulator's run
+            sim = r.get("simulator") or {}
+            r = {**r, "target": f"{r['target']} (HTP simulator; {r['ops_offloaded']}/{r['ops_total']} ops on the NPU)",
+                 "checks": sim.get("checks"), "set5": sim.get("set5"), "error": r.get("error") or sim.get("error")}
         c = r.get("checks") or []
         ref = " / ".join(f"{x['max_abs_vs_reference']:.1e} ({x['psnr_db_vs_reference']:.1f} dB)" for x in c) or "-"
         host = " / ".join(f"{x['max_lsb_vs_host']} LSB" if "max_lsb_vs_host" in x else f"{x['max_abs_vs_host']:.1e}"
@@ -47,14 +56,19 @@ def main() -> int:
     ap.add_argument("--work", default="exports/targets_table")
     ap.add_argument("--cores", default="cortex-a76,cortex-a53")
     ap.add_argument("--gpu", action="store_true", help="also the gpu target in both modes (sr-target setup gpu)")
+    ap.add_argument("--qualcomm", help="comma-separated SoCs (e.g. SM8650,SM8350): compile and run on the HTP simulator")
+    ap.add_argument("--reuse", action="store_true", help="check existing exports in --work on the targets only")
     ap.add_argument("--only", help="comma-separated model names")
     args = ap.parse_args()
     from srdeploy.export.cli import main as export_main
+    from srdeploy.targets import parse_target
 
     calib = data_dir() / "div2k" / "HR"
-    targets = [a for c in args.cores.split(",") for a in ("--target", f"arm64:{c}")]
+    targets = [a for c in args.cores.split(",") if c and c != "none" for a in ("--target", f"arm64:{c}")]
     if args.gpu:
         targets += ["--target", "gpu", "--target", "gpu:fp32"]
+    if args.qualcomm:
+        targets += [a for soc in args.qualcomm.split(",") for a in ("--target", f"qualcomm:{soc}")]
     rows, t0 = [], time.time()
     for model, scale, size in ROWS:
         if args.only and model not in args.only.split(","):
@@ -64,9 +78,20 @@ def main() -> int:
                 "--calib", str(calib), "--out", str(out), "--json", *targets]
         t = time.time()
         print(f"== {model} x{scale} {size}", file=sys.stderr, flush=True)
-        rc = export_main(argv)
+        if args.reuse and (out / "manifest.json").is_file():
+            from srdeploy.targets.check import check_export, record_in_manifest
+
+            chosen = [parse_target(t) for t in targets[1::2]]
+            res = check_export(out, chosen, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+            record_in_manifest(out, res)
+            rc = 0
+        else:
+            rc = export_main(argv)
         m = json.loads((out / "manifest.json").read_text())
+        wanted = {parse_target(t).label for t in targets[1::2]}
         for label, arts in m.get("targets", {}).items():
+            if label not in wanted:  # (a reused export keeps the rows of earlier runs in its manifest)
+                continue
             for name, r in arts.items():
                 rows.append({"model": model, "scale": scale, "size": size, "artifact": name, "target": label, **r})
         print(f"   rc {rc}, {time.time() - t:.0f} s", file=sys.stderr, flush=True)

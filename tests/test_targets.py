@@ -174,21 +174,48 @@ def qualcomm_ready():
     need_target("qualcomm:SM8650", "sr-target setup qualcomm")
 
 
-def test_qualcomm_compiles_fp16_and_int8_fully_offloaded(rtc_export, qualcomm_ready, tmp_path):
+@pytest.fixture(scope="module")
+def npu_results(rtc_export, qualcomm_ready, tmp_path_factory):
+    """FP16 and INT8 compiled for two SoCs and run on QNN's HTP simulator."""
     import shutil
 
     from srdeploy.targets.check import check_export
 
-    copy = tmp_path / "q"
+    copy = tmp_path_factory.mktemp("npu") / "q"
     shutil.copytree(rtc_export, copy)
     res = check_export(copy, [parse_target("qualcomm:SM8650"), parse_target("qualcomm:sm8350")],
                        ["model_fp16.tflite", "model_int8.tflite"], log=lambda m: None)
+    return copy, res
+
+
+def test_qualcomm_compiles_fp16_and_int8_fully_offloaded(npu_results):
+    copy, res = npu_results
     for soc in ("SM8650", "SM8350"):
         for name in ("model_fp16.tflite", "model_int8.tflite"):
             r = res[f"qualcomm:{soc}"][name]
-            assert r["status"] == "compiled", r
             assert r["ops_offloaded"] == r["ops_total"] > 10 and r["partitions"] == 1 and r["left_on_cpu"] == []
             assert (copy / r["compiled_file"]).is_file() and soc in r["compiled_file"]
+
+
+def test_qualcomm_simulator_parity_fp16_and_int8(npu_results):
+    """The compiled models run on the HTP simulator (no CPU fallback) and meet the bounds: FP16 >= 50 dB
+    against the reference; INT8 >= 30 dB on the image, its drift from the host's INT8 in LSB, and
+    Set5 PSNR-Y computed on the simulator."""
+    _, res = npu_results
+    for soc in ("SM8650", "SM8350"):
+        fp16 = res[f"qualcomm:{soc}"]["model_fp16.tflite"]
+        assert fp16["status"] == "passed", fp16
+        sim = fp16["simulator"]
+        assert sim["runner"]["htp"] and sim["runner"]["machine"] == "x86_64" and sim["runner"]["soc"] == soc
+        assert sim["metric"] == "psnr_db" and sim["bound"] == 50.0 and len(sim["checks"]) == 2
+        assert all(c["psnr_db_vs_reference"] >= 50.0 and c["max_abs_vs_host"] > 0 for c in sim["checks"])
+        int8 = res[f"qualcomm:{soc}"]["model_int8.tflite"]
+        sim = int8["simulator"]
+        assert len(sim["checks"]) == 1 and sim["checks"][0]["psnr_db_vs_reference"] >= 30.0, sim
+        assert isinstance(sim["checks"][0]["max_lsb_vs_host"], int)
+        s5 = sim["set5"]
+        assert 30.0 < s5["psnr_y_target"] < 40.0 and abs(s5["drop_db_on_target"]) < 3.0
+        assert int8["status"] == ("passed" if all(c["passed"] for c in sim["checks"]) else "failed")
 
 
 def test_qualcomm_reports_a_graph_it_refuses_in_part(qualcomm_ready, tmp_path, capsys):
@@ -220,6 +247,34 @@ def test_qualcomm_damaged_model_is_an_error_row(qualcomm_ready, rtc_export, tmp_
     r = res["qualcomm:SM8650"]["model_fp32.tflite"]
     assert r["status"] == "error" and r["error"]
     assert not (copy / "model_fp32.SM8650.tflite").exists()
+
+
+def test_qualcomm_damaged_compiled_model_is_an_error_not_a_crash(npu_results, tmp_path):
+    """A compiled model whose context binary is damaged, or that is no model at all: one error from
+    the simulator runner (the simulator runs in a child process), never a crash of the caller."""
+    import numpy as np
+
+    from srdeploy.targets.check import check_artifact
+    from srdeploy.targets.qualcomm import read_dispatch
+
+    copy, _ = npu_results
+    good = copy / "model_fp16.SM8650.tflite"
+    info = read_dispatch(good)
+    blob = bytearray(good.read_bytes())
+    rng = np.random.default_rng(1)
+    at = info["offset"] + 64
+    blob[at:at + 4096] = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    bad = tmp_path / "model_fp16.SM8650.tflite"
+    bad.write_bytes(bytes(blob))
+    junk = tmp_path / "junk.SM8650.tflite"
+    junk.write_bytes(os.urandom(4096))
+    t = parse_target("qualcomm:SM8650")
+    with pytest.raises(SrDeployError, match="not a readable compiled|not one NPU partition"):
+        t.runner(junk)
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    r = check_artifact(t, copy / "model_fp16.tflite", "fp16", [("zeros", x)], lambda v: np.zeros((1, 128, 128, 3)),
+                       2, False, lambda m: None, run_file=bad)
+    assert r["status"] in ("error", "failed"), r  # refused at load (error) or computing garbage (failed)
 
 
 def test_unknown_soc_is_refused():

@@ -105,6 +105,14 @@ def bench_artifacts(payloads: list[tuple[str, dict[str, bytes], str]], size: tup
     from ..benchmark.bench import BenchSetting, machine_info, run_benchmarks
 
     t0 = time.time()
+    # Ray starts its workers at niceness 15: a timing at that priority loses the CPU to anything else
+    # on the node (measured: the suite's latencies 6-20 % above the serial run's, the anchor's 81 %).
+    # Back to 0 where allowed (root, or CAP_SYS_NICE); the niceness it ran at is in the result.
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except OSError:
+        pass
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
     with tempfile.TemporaryDirectory(prefix="srdeploy-sweep-bench-") as tmp:
         labels, settings = [], []
         if anchor:  # (file name, bytes): the reference model travels like the artifacts
@@ -123,4 +131,5 @@ def bench_artifacts(payloads: list[tuple[str, dict[str, bytes], str]], size: tup
             d = r.to_json()
             d.pop("model", None)  # a temporary path
             out[label] = d
-    return {"results": out, "node": node_info(), "machine": machine_info(), "seconds": round(time.time() - t0, 1)}
+    return {"results": out, "node": node_info(), "machine": {**machine_info(), "niceness": nice},
+            "seconds": round(time.time() - t0, 1)}

@@ -7,7 +7,7 @@
 * ``gpu[:fp32]`` — LiteRT's GPU accelerator (:mod:`.gpu`) on a software Vulkan GPU, in its FP16
   default or with ``enforce_f32``.
 * ``qualcomm:<SoC>`` — LiteRT's AOT compiler for the Snapdragon NPU (:mod:`.qualcomm`): the compiled
-  model and what was offloaded (no run yet).
+  model, what was offloaded, and — fully offloaded — its run on QNN's x86 HTP simulator.
 """
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ class Target:
         return bool({"arm64": arm64, "gpu": gpu, "qualcomm": qualcomm}[self.kind].is_ready())
 
     def runner(self, model, threads: int = 1):
+        """A runner of *model* on this target (qualcomm: a compiled model, on the HTP simulator)."""
+        if self.kind == "qualcomm":
+            from .qualcomm import SimulatorRunner
+
+            return SimulatorRunner(model, self.option)
         if self.kind == "gpu":
             from .gpu import GpuRunner
 
@@ -47,8 +52,9 @@ class Target:
 
     @property
     def computes_fp16(self) -> bool:
-        """Float artifacts are computed in fp16 here whatever their weights (the GPU's default)."""
-        return self.kind == "gpu" and self.option == "fp16"
+        """Float artifacts are computed in fp16 here whatever their weights (the GPU's default; the
+        Hexagon NPU computes float in fp16)."""
+        return (self.kind == "gpu" and self.option == "fp16") or self.kind == "qualcomm"
 
 
 def parse_target(text: str) -> Target:

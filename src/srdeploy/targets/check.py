@@ -76,7 +76,9 @@ def _output_step(host) -> float:
 
 
 def check_artifact(target: Target, art: Path, precision: str, inputs, reference: Callable, scale: int,
-                   uint8_graph: bool, log) -> dict:
+                   uint8_graph: bool, log, run_file: Path | None = None) -> dict:
+    """*art* on *target* (or *run_file*, what the target runs in its place: the NPU's compiled
+    model) against the reference and against this host's LiteRT running *art*."""
     from ..runtime import TFLiteRunner
 
     host = TFLiteRunner(art)
@@ -85,7 +87,7 @@ def check_artifact(target: Target, art: Path, precision: str, inputs, reference:
         metric, bound = "max_grey", 1.0
     rows = []
     try:
-        runner = target.runner(art)
+        runner = target.runner(run_file or art)
     except SrDeployError as exc:
         return {"status": "error", "error": str(exc)}
     with runner:
@@ -119,8 +121,9 @@ def check_artifact(target: Target, art: Path, precision: str, inputs, reference:
                                   "drop_db_on_target": ref_psnr - on_target, "target_minus_host_db": on_target - on_host}
     if not runner.applied:
         result["status"] = "failed"
-        result["error"] = ("LiteRT did not apply XNNPACK on the emulated core: not the kernels a phone runs"
-                           if target.kind == "arm64" else "no GPU adapter was selected: this did not run on a GPU")
+        result["error"] = {"arm64": "LiteRT did not apply XNNPACK on the emulated core: not the kernels a phone runs",
+                           "gpu": "no GPU adapter was selected: this did not run on a GPU",
+                           "qualcomm": "onnxruntime did not place the graph on the QNN HTP backend"}[target.kind]
     return result
 
 
@@ -129,6 +132,11 @@ def _describe(runner) -> dict:
     d = {"machine": runner.info["machine"], "litert": runner.info.get("litert"), "python": runner.info.get("python")}
     if runner.kind == "tflite-arm64":
         d.update(core=runner.core, features=runner.info.get("features", []), xnnpack=runner.applied)
+    elif runner.kind == "qnn-htp-simulator":
+        d.update(backend="QNN HTP simulator (x86): libQnnHtp.so of onnxruntime-qnn 2.7.0 (QAIRT 2.51)",
+                 soc=runner.soc, graph=runner.graph, onnxruntime=runner.info.get("onnxruntime"),
+                 providers=runner.info.get("providers"), htp=runner.applied,
+                 note="the simulator computes what the HTP computes (float as fp16); it gives no timing")
     else:
         d.update(adapter=runner.adapter, gpu_accelerator=runner.applied,
                  note="LiteRT's WebGPU backend; Android phones run the same GPU accelerator on OpenCL/OpenGL ES "
@@ -175,8 +183,15 @@ def check_export(export_dir: str | Path, targets: list[Target], artifacts: list[
                 from .qualcomm import compile_artifact, compiled_name
 
                 try:
-                    out.setdefault(t.label, {})[name] = compile_artifact(
-                        export_dir / name, t.option, export_dir / compiled_name(name, t.option))
+                    res = compile_artifact(export_dir / name, t.option, export_dir / compiled_name(name, t.option))
+                    if res["status"] == "compiled":  # one NPU partition: run it on the HTP simulator
+                        log(f"  {t.label}: {res['compiled_file']} on the HTP simulator")
+                        sim = check_artifact(t, export_dir / name, arts[name]["precision"], inputs, reference,
+                                             manifest["scale"], uint8_graph, log,
+                                             run_file=export_dir / res["compiled_file"])
+                        res["simulator"] = sim
+                        res["status"] = sim["status"]
+                    out.setdefault(t.label, {})[name] = res
                 except SrDeployError as exc:
                     out.setdefault(t.label, {})[name] = {"status": "error", "error": str(exc)}
                 continue
@@ -192,26 +207,31 @@ def format_targets(results: dict) -> str:
     rows = [("target", "artifact", "input", "vs reference", "vs host", "result")]
     for label, arts in results.items():
         for name, r in arts.items():
+            lab = label
             if "ops_offloaded" in r:
                 left = ", ".join(f"{x['op']} ({x['reason']})" for x in r["left_on_cpu"][:3])
                 rows.append((label, name, f"-> {r['compiled_file']}",
                              f"{r['ops_offloaded']}/{r['ops_total']} ops offloaded, {r['partitions']} partition(s)",
                              f"on CPU: {left or 'none'}"[:70],
-                             "COMPILED (not run)" if r["status"] == "compiled" else "NOT FULLY OFFLOADED"))
-                continue
+                             "NOT FULLY OFFLOADED" if r["status"] == "partial" else
+                             "COMPILED (not run)" if "simulator" not in r else "on the HTP simulator:"))
+                if "simulator" not in r:
+                    continue
+                r = r["simulator"]
+                lab = f"{label} sim"
             if r.get("status") == "error" and not r.get("checks"):
-                rows.append((label, name, "-", "-", "-", f"ERROR: {r['error'][:80]}"))
+                rows.append((lab, name, "-", "-", "-", f"ERROR: {r['error'][:80]}"))
                 continue
             for c in r["checks"]:
                 ref = (f"{c['max_abs_vs_reference']:.2e} / {c['psnr_db_vs_reference']:.1f} dB")
                 host = (f"{c['max_lsb_vs_host']} LSB" if "max_lsb_vs_host" in c else f"{c['max_abs_vs_host']:.2e}")
-                rows.append((label, name, c["input"][:40], ref, host, "PASS" if c["passed"] else "FAIL"))
+                rows.append((lab, name, c["input"][:40], ref, host, "PASS" if c["passed"] else "FAIL"))
             if "set5" in r:
                 s = r["set5"]
-                rows.append((label, name, "Set5 PSNR-Y", f"{s['psnr_y_target']:.3f} dB (ref {s['psnr_y_reference']:.3f})",
+                rows.append((lab, name, "Set5 PSNR-Y", f"{s['psnr_y_target']:.3f} dB (ref {s['psnr_y_reference']:.3f})",
                              f"{s['target_minus_host_db']:+.3f} dB", f"drop {s['drop_db_on_target']:.3f} dB"))
             if r.get("error"):
-                rows.append((label, name, "-", "-", "-", f"FAIL: {r['error'][:80]}"))
+                rows.append((lab, name, "-", "-", "-", f"FAIL: {r['error'][:80]}"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(widths[i]) for i, v in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         q = qualcomm.is_ready()
         print(f"qualcomm: {'ready in ' + str(qualcomm.target_dir()) if q else 'not set up (sr-target setup qualcomm)'}"
-              f"; SoCs {', '.join(qualcomm.SOCS)} (compile and offload report; no NPU run yet)")
+              f"; SoCs {', '.join(qualcomm.SOCS)} (compile, offload report, run on the HTP simulator)")
         return 0
     targets = [parse_target(t) for t in args.target]
     from .check import check_export, format_targets, record_in_manifest

@@ -3,9 +3,10 @@
 It is sent as ``python3 -c SOURCE`` so the target needs nothing of srdeploy installed. Protocol on
 stdin/stdout, every message a frame ``<8-byte little-endian length><payload>``:
 
-1. host → guest: JSON ``{"threads": N, "runtime": "interpreter" | "gpu" | "gpu-fp32"}``; host → guest:
+1. host → guest: JSON ``{"threads": N, "runtime": "interpreter" | "gpu" | "gpu-fp32" | "qnn-htp"}``; host → guest:
    the ``.tflite`` bytes (``gpu``: LiteRT's CompiledModel with the GPU accelerator *alone*, so a GPU
-   that does not load fails instead of falling back to the CPU; ``gpu-fp32`` with ``enforce_f32``)
+   that does not load fails instead of falling back to the CPU; ``gpu-fp32`` with ``enforce_f32``;
+   ``qnn-htp``: an ONNX EPContext model on onnxruntime's QNN provider, run by the host's own Python)
 2. guest → host: JSON with the machine, the CPU features the kernel reports (``getauxval``), the
    model's input/output details and the load error if any
 3. then, repeatedly, host → guest: an ``.npy`` input tensor (exact dtype); guest → host: ``.npy``
@@ -90,6 +91,38 @@ def _gpu(model: bytes, fp32: bool, info: dict):
     return run
 
 
+def _qnn(model: bytes, cfg: dict, info: dict):
+    """An ONNX EPContext model (a QNN context binary) on onnxruntime's QNN execution provider, HTP
+    backend — on x86 the HTP simulator — with CPU fallback disabled (only the NPU may run it)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    ort.register_execution_provider_library("QNNExecutionProvider", cfg["provider"])
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == "QNNExecutionProvider"]
+    if not devices:
+        raise RuntimeError("onnxruntime offers no QNNExecutionProvider device")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    so.add_provider_for_devices(devices[:1], {"backend_path": cfg["backend"]})
+    sess = ort.InferenceSession(model, so)
+    info.update(input=cfg["input"], output=cfg["output"], onnxruntime=ort.__version__, providers=sess.get_providers())
+    name = sess.get_inputs()[0].name
+    outs = [o.name for o in sess.get_outputs()]
+
+    def run(x):
+        ys = sess.run(None, {name: x})
+        if not cfg.get("all_outputs"):
+            return np.asarray(ys[0])
+        # every output, raw, as one flat float64 array (exact for int8/int16/float32 values); the
+        # host splits it by the output shapes it read from the model
+        return np.concatenate([np.asarray(y, dtype=np.float64).ravel() for y in ys])
+
+    info["outputs"] = outs
+    return run
+
+
 def main():
     import os
 
@@ -107,11 +140,13 @@ def main():
         import numpy as np
         from importlib.metadata import version
 
-        from ai_edge_litert.interpreter import Interpreter
-
-        info["litert"] = version("ai-edge-litert")
         runtime = cfg.get("runtime", "interpreter")
-        if runtime == "interpreter":
+        if runtime == "qnn-htp":
+            run = _qnn(model, cfg, info)
+        elif runtime == "interpreter":
+            from ai_edge_litert.interpreter import Interpreter
+
+            info["litert"] = version("ai-edge-litert")
             it = Interpreter(model_content=model, num_threads=int(cfg.get("threads") or 1))
             it.allocate_tensors()
             inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -122,6 +157,7 @@ def main():
                 it.invoke()
                 return it.get_tensor(out["index"])
         else:
+            info["litert"] = version("ai-edge-litert")
             run = _gpu(model, runtime == "gpu-fp32", info)
     except Exception as exc:  # reported to the host, which turns it into an error row
         info["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -4,7 +4,8 @@ compiler and its Qualcomm plugin, and report what was offloaded.
 Setup (``sr-target setup qualcomm``; no root; ~10 s, ~230 MB under the user cache): the QAIRT host
 libraries the plugin loads (``libQnnHtp.so``, ``libQnnSystem.so``, ``libQnnIr.so``, ``libQnnSaver.so``,
 ``libHtpPrepare.so`` and the libc++ they link) are taken out of the PyPI wheel ``onnxruntime-qnn==2.7.0``
-(downloaded, unpacked, never installed: it would replace onnxruntime); the plugin also asks for
+(downloaded, unpacked, never installed), with that wheel's QNN execution provider for onnxruntime; the
+plugin also asks for
 ``libQnnLpai.so``, which that wheel lacks — an empty shared library built with the host's C compiler
 stands in (the HTP path does not use it). ``ai-edge-litert-sdk-qualcomm`` is not used: it downloads
 QAIRT from the vendor's site at install time, which fails offline while pip still says "Successfully
@@ -14,8 +15,15 @@ Compile: ``ai_edge_litert.aot.aot_compile`` in a child process (the libraries on
 ``LD_LIBRARY_PATH``); the compiled model is written beside the artifact as ``model_int8.SM8650.tflite``
 (what the app loads with LiteRT's NPU accelerator), and the row records the plugin's partition stats
 ("84 / 87 ops offloaded to 1 partitions") and every op left on the CPU with its tensor shapes. A model
-that is not fully offloaded is reported as ``partial``, never as passed. Parity on the NPU (QNN's
-x86 HTP simulator) is not run yet.
+that is not fully offloaded is reported as ``partial``, never as passed.
+
+Run (:class:`SimulatorRunner`): a fully offloaded compiled model is one ``DISPATCH_OP`` whose custom
+options name its QNN graph and where its context binary lies in the file. That binary becomes one
+ONNX ``com.microsoft.EPContext`` node (embedded, node name = graph name, the TFLite I/O tensors'
+names), run by onnxruntime with the QNN execution provider on ``libQnnHtp.so`` — on x86 that is
+QNN's HTP simulator — with CPU fallback disabled, in a child process (a crash there is an error row).
+The simulator computes what the NPU computes (float in fp16, int8 with the HTP's requantization); it
+gives no timing. A model split between NPU and CPU cannot be run this way (reported as partial).
 """
 from __future__ import annotations
 
@@ -30,12 +38,18 @@ from pathlib import Path
 from ..errors import SrDeployError
 from ..paths import cache_dir
 
-__all__ = ["SOCS", "setup", "is_ready", "compile_artifact", "compiled_name"]
+__all__ = ["SOCS", "setup", "is_ready", "compile_artifact", "compiled_name", "read_dispatch", "SimulatorRunner"]
 
 #: the SoCs of ai-edge-litert's Qualcomm target (SM8650: Snapdragon 8 Gen 3; SM8350: 888)
 SOCS = ("SM8350", "SM8450", "SM8475", "SM8550", "SM8650", "SM8750", "SM8845", "SM8850", "SA8255", "SA8295")
 WHEEL = "onnxruntime-qnn==2.7.0"
-LIBS = ("libQnnHtp.so", "libQnnSystem.so", "libQnnIr.so", "libQnnSaver.so", "libHtpPrepare.so")
+#: the QNN execution provider of the same wheel: an onnxruntime plugin (it runs next to the installed
+#: onnxruntime, loaded only by the simulator's child process) that runs a compiled context on QNN's
+#: x86 HTP simulator
+SIM_LIB = "libonnxruntime_providers_qnn.so"
+LIBS = ("libQnnHtp.so", "libQnnSystem.so", "libQnnIr.so", "libQnnSaver.so", "libHtpPrepare.so", SIM_LIB)
+#: TFLite tensor types → ONNX element types, for the simulator's EPContext graph
+_ONNX_TYPES = {0: 1, 1: 10, 3: 2, 9: 3, 7: 5, 2: 6}  # float32, float16, uint8, int8, int16, int32
 
 
 def target_dir() -> Path:
@@ -101,7 +115,7 @@ def setup(log=print, force: bool = False) -> dict:
             shutil.rmtree(final)
         staging.rename(final)
         staging = None
-        log("  [3/3] compiling a one-conv model for SM8650")
+        log("  [3/3] compiling a one-conv model for SM8650 and running it on the HTP simulator")
         try:
             _probe()
         except BaseException:
@@ -133,6 +147,15 @@ def _probe() -> None:
         res = compile_artifact(src, "SM8650", Path(tmp) / "probe.SM8650.tflite")
         if res.get("status") == "error":
             raise SrDeployError(f"qualcomm setup: the plugin could not compile a one-conv model: {res['error']}")
+        import numpy as np
+
+        x = np.random.default_rng(0).random((1, 8, 8, 3), dtype=np.float32)
+        with SimulatorRunner(Path(tmp) / "probe.SM8650.tflite", "SM8650") as sim:
+            y = sim(x)
+        want = f(tf.constant(x)).numpy()
+        if not np.allclose(y, want, atol=1e-2):
+            raise SrDeployError(f"qualcomm setup: the HTP simulator computed a one-conv model wrongly "
+                                f"(max |Δ| {float(np.max(np.abs(y - want))):.3g})")
 
 
 _COMPILE = r'''
@@ -184,8 +207,7 @@ def compile_artifact(artifact: Path, soc: str, out: Path) -> dict:
         shutil.copyfile(part, tmp_out)
         os.replace(tmp_out, out)
     full = figures["ops_offloaded"] == figures["ops_total"] and not figures["left_on_cpu"]
-    return {"status": "compiled" if full else "partial", "compiled_file": out.name, "soc": soc, **figures,
-            "parity": "not run (the NPU simulator is not wired in yet)"}
+    return {"status": "compiled" if full else "partial", "compiled_file": out.name, "soc": soc, **figures}
 
 
 def _offload(report: str, compiled: Path) -> dict:
@@ -214,3 +236,189 @@ def _offload(report: str, compiled: Path) -> dict:
         offloaded, total, parts = None, None, dispatch
     return {"ops_offloaded": offloaded, "ops_total": total, "partitions": parts, "left_on_cpu": left,
             "report": report.strip()[-400:]}
+
+
+def read_dispatch(compiled: Path) -> dict:
+    """The QNN graph of a fully offloaded compiled model: its name, the context binary's place in the
+    file, and the I/O tensors (name, shape, TFLite type, quantization). A model with anything beside
+    its one DISPATCH_OP is split between NPU and CPU: refused here."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+    from flatbuffers import flexbuffers
+
+    compiled = Path(compiled)
+    try:
+        model = fu.read_model(str(compiled))
+        sg = model.subgraphs[0]
+        codes = [model.operatorCodes[op.opcodeIndex].customCode for op in sg.operators]
+    except Exception as exc:  # not a flatbuffer, or not a model
+        raise SrDeployError(f"{compiled.name} is not a readable compiled .tflite ({type(exc).__name__})") from None
+    if len(model.subgraphs) != 1 or len(sg.operators) != 1 or codes[0] not in (b"DISPATCH_OP", "DISPATCH_OP"):
+        raise SrDeployError(f"{compiled.name} is not one NPU partition ({len(sg.operators)} ops): the simulator runs "
+                            "fully offloaded models only")
+    op = sg.operators[0]
+    try:
+        opts = flexbuffers.Loads(bytes(op.customOptions))
+        name, offset, size = str(opts["name"]), int(opts["bytecode_offset"]), int(opts["bytecode_size"])
+    except Exception:
+        raise SrDeployError(f"{compiled.name}: its DISPATCH_OP has no readable bytecode options") from None
+    total = compiled.stat().st_size
+    if not (0 < size and 0 <= offset and offset + size <= total):
+        raise SrDeployError(f"{compiled.name}: its context binary ({offset}+{size}) lies outside the file ({total} B)")
+    if len(op.inputs) != 1 or not len(op.outputs):
+        raise SrDeployError(f"{compiled.name}: one input and at least one output expected")
+
+    def tensor(i):
+        t = sg.tensors[i]
+        q = t.quantization
+        if t.type not in _ONNX_TYPES:
+            raise SrDeployError(f"{compiled.name}: I/O tensor type {t.type} is not supported by the simulator runner")
+        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
+        zero = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+        return {"name": t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+                "shape": [int(d) for d in t.shape], "type": int(t.type), "scale": scale, "zero_point": zero}
+
+    outputs = [tensor(i) for i in op.outputs]
+    return {"graph": name, "offset": offset, "size": size, "input": tensor(op.inputs[0]), "output": outputs[0],
+            "outputs": outputs}
+
+
+def epcontext_model(compiled: Path, info: dict) -> bytes:
+    """One ONNX EPContext node holding the QNN context binary (embedded), for onnxruntime's QNN EP."""
+    from onnx import helper
+
+    with open(compiled, "rb") as fh:
+        fh.seek(info["offset"])
+        blob = fh.read(info["size"])
+    i, outs = info["input"], info["outputs"]
+    node = helper.make_node("EPContext", [i["name"]], [o["name"] for o in outs], name=info["graph"],
+                            domain="com.microsoft", embed_mode=1, ep_cache_context=blob, main_context=1,
+                            source="QNNExecutionProvider")
+    graph = helper.make_graph([node], "npu", [helper.make_tensor_value_info(i["name"], _ONNX_TYPES[i["type"]], i["shape"])],
+                              [helper.make_tensor_value_info(o["name"], _ONNX_TYPES[o["type"]], o["shape"])
+                               for o in outs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+_NUMPY = {0: "float32", 1: "float16", 3: "uint8", 9: "int8", 7: "int16", 2: "int32"}
+
+
+class SimulatorRunner:
+    """A fully offloaded compiled model run on QNN's x86 HTP simulator (the interface of
+    :class:`srdeploy.runtime.TFLiteRunner`), in a child process of this host's Python."""
+
+    kind = "qnn-htp-simulator"
+
+    def __init__(self, compiled: Path, soc: str, all_outputs: bool = False) -> None:
+        """*all_outputs*: return every output of the graph, raw, as one ``{name: array}`` (for
+        :func:`localise`); otherwise the first output, decoded like any runner's."""
+        from .runner import GuestRunner
+
+        if not is_ready():
+            raise SrDeployError("qualcomm is not set up: run `sr-target setup qualcomm` once (about 10 s)")
+        info = read_dispatch(compiled)
+        lib = target_dir() / "lib"
+        env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
+
+        def desc(t):
+            return {"shape": t["shape"], "dtype": _NUMPY[t["type"]], "scale": t["scale"], "zero_point": t["zero_point"],
+                    "name": t["name"]}
+
+        cfg = {"runtime": "qnn-htp", "provider": str(lib / SIM_LIB), "backend": str(lib / "libQnnHtp.so"),
+               "input": desc(info["input"]), "output": desc(info["output"]), "all_outputs": all_outputs}
+        self.soc, self.graph, self.outputs, self.all_outputs = soc, info["graph"], info["outputs"], all_outputs
+        self._guest = GuestRunner([sys.executable], env, epcontext_model(compiled, info), cfg,
+                                  f"qualcomm:{soc} (HTP simulator)")
+        self.info, self.input, self.output = self._guest.info, self._guest.input, self._guest.output
+        #: the session was made with CPU fallback disabled: if it exists, every node runs on the HTP
+        self.applied = "QNNExecutionProvider" in self.info.get("providers", [])
+
+    @property
+    def input_shape(self) -> list:
+        return list(self.input["shape"])
+
+    def __call__(self, x):
+        import numpy as np
+
+        if not self.all_outputs:
+            return self._guest(x)
+        flat, out, at = self._guest.raw(x), {}, 0
+        for o in self.outputs:
+            n = int(np.prod(o["shape"]))
+            out[o["name"]] = flat[at:at + n].reshape(o["shape"])
+            at += n
+        if at != flat.size:
+            raise SrDeployError(f"{self._guest.label}: the simulator returned {flat.size} values, expected {at}")
+        return out
+
+    def close(self) -> None:
+        self._guest.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
+    """Where an INT8 artifact's NPU result leaves the host's: every intermediate activation of the
+    graph is made an output too (a copy of the artifact), the copy is compiled for *soc* and run on
+    the HTP simulator, and each tensor is compared with the same tensor of this host's LiteRT
+    (``experimental_preserve_all_tensors``), in LSB of its own quantization step, in the graph's op
+    order. The first tensor whose drift exceeds 2 LSB is where the NPU's arithmetic departs.
+    (Extra outputs keep the compiler from fusing across them, so this is a diagnosis of the ops,
+    not a bit-exact replay of the shipped model.)"""
+    import tempfile
+
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    from ..benchmark.profile import op_kind, op_name_map
+    from ..runtime import encode_input
+
+    model = fu.read_model(str(artifact))
+    sg = model.subgraphs[0]
+    names = op_name_map()
+    consts = {i for i, t in enumerate(sg.tensors) if model.buffers[t.buffer].data is not None}
+    order = []  # (tensor index, producing op kind), in op order, quantized activations only
+    for op in sg.operators:
+        for o in op.outputs:
+            t = sg.tensors[o]
+            if o >= 0 and o not in consts and o not in sg.outputs and t.type in (3, 9) and t.quantization is not None \
+                    and t.quantization.scale is not None and len(t.quantization.scale) == 1:
+                order.append((int(o), op_kind(model, op, names)))
+    for i, t in enumerate(sg.tensors):  # unique names: the simulator's outputs are matched by name
+        t.name = f"t{i}_".encode() + (t.name or b"")[:40]
+    sg.outputs = list(sg.outputs) + [o for o, _ in order]
+    with tempfile.TemporaryDirectory(prefix="srdeploy-localise-") as tmp:
+        probe = Path(tmp) / "probe.tflite"
+        fu.write_model(model, str(probe))
+        res = compile_artifact(probe, soc, Path(tmp) / f"probe.{soc}.tflite")
+        if res["status"] != "compiled":
+            raise SrDeployError(f"the all-outputs copy of {Path(artifact).name} did not compile as one partition "
+                                f"({res['status']}: {res.get('error', '')})")
+        log(f"  localise: {len(order)} tensors on the HTP simulator")
+        it = Interpreter(model_path=str(probe), experimental_preserve_all_tensors=True)
+        it.allocate_tensors()
+        inp = it.get_input_details()[0]
+        xin = encode_input(inp, x)
+        it.set_tensor(inp["index"], xin)
+        it.invoke()
+        with SimulatorRunner(Path(tmp) / f"probe.{soc}.tflite", soc, all_outputs=True) as sim:
+            got = sim(x)
+        rows = []
+        for idx, kind in order:
+            t = sg.tensors[idx]
+            name = t.name.decode()
+            if name not in got:
+                continue
+            host = it.get_tensor(idx).astype(np.int32)
+            npu = np.asarray(got[name]).astype(np.int32).reshape(host.shape)
+            d = np.abs(npu - host)
+            rows.append({"tensor": name.split("_", 1)[1] or name, "op": kind, "shape": list(host.shape),
+                         "max_lsb": int(d.max()), "mean_lsb": float(d.mean()),
+                         "fraction_off": float(np.mean(d > 0)), "scale": float(t.quantization.scale[0])})
+    return rows

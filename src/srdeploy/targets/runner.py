@@ -79,7 +79,13 @@ class GuestRunner:
         return list(self.input["shape"])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from ..runtime import decode_output, encode_input
+        from ..runtime import decode_output
+
+        return decode_output(self.output, self.raw(x))
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The guest's answer to *x* (encoded by the input's rules) as it sent it, undecoded."""
+        from ..runtime import encode_input
 
         buf = io.BytesIO()
         np.save(buf, encode_input(self.input, x), allow_pickle=False)
@@ -91,7 +97,7 @@ class GuestRunner:
         if frame is None:
             raise SrDeployError(f"{self.label}: the target's LiteRT died running {self.name}: {self._tail()}")
         self.seconds.append(struct.unpack("<d", frame[:8])[0])
-        return decode_output(self.output, np.load(io.BytesIO(frame[8:]), allow_pickle=False))
+        return np.load(io.BytesIO(frame[8:]), allow_pickle=False)
 
     def close(self) -> None:
         if self.proc.poll() is None:
