@@ -280,3 +280,18 @@ def test_qualcomm_damaged_compiled_model_is_an_error_not_a_crash(npu_results, tm
 def test_unknown_soc_is_refused():
     with pytest.raises(SrDeployError, match="unknown Qualcomm SoC 'SM9999'"):
         parse_target("qualcomm:SM9999")
+
+
+def test_qualcomm_localise_int8_tensor_by_tensor(npu_results, capsys):
+    """Every int8 activation on the HTP simulator against the host's, in op order: the first one is
+    the quantized input (identical), the last the output; the figures are LSB counts."""
+    from srdeploy.targets.cli import main as target_main
+
+    copy, _ = npu_results
+    rc = run_cli("sr-target", target_main, ["localise", str(copy), "--target", "qualcomm:SM8650", "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = doc["tensors"]
+    assert len(rows) > 20 and rows[0]["op"] == "QUANTIZE" and rows[0]["max_lsb"] == 0
+    assert all(isinstance(r["max_lsb"], int) and 0 <= r["fraction_off"] <= 1 for r in rows)
+    assert rows[-1]["shape"][1:3] == [128, 128]  # the pixel-shuffled output

@@ -34,6 +34,12 @@ def build_parser() -> OneLineParser:
     c.add_argument("--artifact", action="append", metavar="FILE", help="only this .tflite (repeatable; default all)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
+    lo = sub.add_parser("localise", help="where an INT8 artifact's NPU result leaves the host's: every tensor on the "
+                        "HTP simulator against this host's LiteRT, in LSB, in op order")
+    lo.add_argument("export_dir", metavar="EXPORT_DIR")
+    lo.add_argument("--target", required=True, metavar="qualcomm:<SoC>")
+    lo.add_argument("--artifact", default="model_int8.tflite")
+    lo.add_argument("--json", action="store_true", help="print every tensor's figures as JSON")
     sub.add_parser("list", help="which targets are set up")
     return p
 
@@ -63,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qualcomm: {'ready in ' + str(qualcomm.target_dir()) if q else 'not set up (sr-target setup qualcomm)'}"
               f"; SoCs {', '.join(qualcomm.SOCS)} (compile, offload report, run on the HTP simulator)")
         return 0
+    if args.command == "localise":
+        return _localise(args, parse_target(args.target))
     targets = [parse_target(t) for t in args.target]
     from .check import check_export, format_targets, record_in_manifest
 
@@ -73,6 +81,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ok = all(r.get("status") in OK_STATUSES for arts in results.values() for r in arts.values())
     return 0 if ok else 1
+
+
+def _localise(args, target) -> int:
+    import numpy as np
+
+    from ..errors import SrDeployError
+    from ..sample_images import parity_image
+    from .qualcomm import localise
+
+    if target.kind != "qualcomm":
+        raise SrDeployError("localise compares the NPU with the host: give --target qualcomm:<SoC>")
+    art = Path(args.export_dir) / args.artifact
+    if not art.is_file():
+        raise SrDeployError(f"no such artifact: {art}")
+    from ..runtime import TFLiteRunner
+
+    _, h, w, _ = TFLiteRunner(art).input_shape
+    scale = json.loads((Path(args.export_dir) / "manifest.json").read_text())["scale"]
+    img, desc = parity_image(h, w, scale)
+    rows = localise(art, target.option, (img.astype(np.float32) / 255.0)[None], log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps({"input": desc, "tensors": rows}, indent=1))
+        return 0
+    first = next((r for r in rows if r["max_lsb"] > 2), None)
+    print(f"{len(rows)} int8 tensors of {art.name} on the {target.label} HTP simulator vs this host, input {desc}:")
+    for r in rows:
+        mark = "  <- first above 2 LSB" if r is first else ""
+        print(f"  {r['op']:<16} {str(r['shape']):<20} max {r['max_lsb']:>3} LSB  mean {r['mean_lsb']:.2f}  "
+              f"{100 * r['fraction_off']:.0f}% off  {r['tensor'][:40]}{mark}")
+    return 0
 
 
 def entry() -> None:

@@ -393,6 +393,13 @@ def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
     for i, t in enumerate(sg.tensors):  # unique names: the simulator's outputs are matched by name
         t.name = f"t{i}_".encode() + (t.name or b"")[:40]
     sg.outputs = list(sg.outputs) + [o for o, _ in order]
+    import copy
+
+    for sd in model.signatureDefs or []:  # the compiler reads the outputs through the signature too
+        for o, _ in order:
+            tm = copy.copy(sd.outputs[0])
+            tm.name, tm.tensorIndex = f"t{o}".encode(), o
+            sd.outputs.append(tm)
     with tempfile.TemporaryDirectory(prefix="srdeploy-localise-") as tmp:
         probe = Path(tmp) / "probe.tflite"
         fu.write_model(model, str(probe))
