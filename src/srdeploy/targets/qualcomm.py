@@ -392,6 +392,12 @@ def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
                 order.append((int(o), op_kind(model, op, names)))
     for i, t in enumerate(sg.tensors):  # unique names: the simulator's outputs are matched by name
         t.name = f"t{i}_".encode() + (t.name or b"")[:40]
+    from .runner import MAX_FRAME
+
+    values = sum(int(np.prod(sg.tensors[o].shape)) for o, _ in order)
+    if values * 8 > MAX_FRAME:  # every tensor travels back at once, as float64
+        raise SrDeployError(f"{Path(artifact).name} is too large to localise ({values * 8 / 2**30:.1f} GB of tensors "
+                            f"at its input size): localise an export of the same model at 256x256 or smaller")
     sg.outputs = list(sg.outputs) + [o for o, _ in order]
     import copy
 
