@@ -414,7 +414,11 @@ def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
             raise SrDeployError(f"the all-outputs copy of {Path(artifact).name} did not compile as one partition "
                                 f"({res['status']}: {res.get('error', '')})")
         log(f"  localise: {len(order)} tensors on the HTP simulator")
-        it = Interpreter(model_path=str(probe), experimental_preserve_all_tensors=True)
+        import warnings
+
+        with warnings.catch_warnings():  # LiteRT's "for debugging only" notice: debugging is what this is
+            warnings.simplefilter("ignore", UserWarning)
+            it = Interpreter(model_path=str(probe), experimental_preserve_all_tensors=True)
         it.allocate_tensors()
         inp = it.get_input_details()[0]
         xin = encode_input(inp, x)
