@@ -75,11 +75,14 @@ def _start_ray(ray, address: str | None, num_cpus: int | None):
         else:
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, resources=local_resources(),
                      object_store_memory=300 * 2**20, **common)
-    except SrDeployError:
-        raise
     except Exception as exc:  # an unreachable address, a version mismatch: one line
         raise SrDeployError(f"could not {'connect to Ray at ' + address if address else 'start a local Ray'}: "
                             f"{' '.join(str(exc).split())[:300]}") from None
+
+
+def _lost(kind: str, exc: Exception) -> str:
+    """The error of a task whose worker died past its retries (or that raised)."""
+    return f"{kind} task lost: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 class _Sweep:
@@ -87,12 +90,14 @@ class _Sweep:
                  previous: dict[str, dict], before: dict):
         self.plan, self.out, self.address, self.retries, self.log = plan, out, address, retries, log
         self.rows: dict[str, dict] = {}
+        self.cells = plan.cells()  # the grid, in plan order (rows are written in it)
         self.previous = previous
         self.t0 = time.time()
         # a resumed sweep keeps its first start and adds up the wall time of its runs
         self.started = before.get("started") or dt.datetime.now().isoformat(timespec="seconds")
-        self.seconds_before = float(before.get("seconds") or 0.0) if isinstance(before.get("seconds"), (int, float)) else 0.0
-        self.invocations = int(before.get("invocations") or 0) + 1 if isinstance(before.get("invocations"), int) else 1
+        seconds, runs = before.get("seconds"), before.get("invocations")
+        self.seconds_before = float(seconds) if isinstance(seconds, (int, float)) else 0.0
+        self.invocations = (runs if isinstance(runs, int) else 0) + 1
         self.cluster: dict = {}
         #: the anchor's latency per size ("HxW"), the reference of every row's ratio_to_anchor
         self.anchor_rows: dict[str, dict] = {}
@@ -106,7 +111,7 @@ class _Sweep:
 
     # ---------------------------------------------------------------- results
     def write(self) -> None:
-        cells = [self.rows[c.id] for c in self.plan.cells() if c.id in self.rows]
+        cells = [self.rows[c.id] for c in self.cells if c.id in self.rows]
         doc = {"srdeploy": __version__, "started": self.started, "invocations": self.invocations,
                "seconds": round(self.seconds_before + time.time() - self.t0, 1),
                "folder": str(self.out.resolve()), "address": self.address or "local", "cluster": self.cluster, "plan": self.plan.describe(),
@@ -122,9 +127,8 @@ class _Sweep:
 
     # ---------------------------------------------------------------- run
     def run(self, ray, remote) -> dict:
-        plan = self.plan
         todo: list[Cell] = []
-        for c in plan.cells():
+        for c in self.cells:
             prev = self.previous.get(c.hash)
             if prev is not None:
                 self.rows[c.id] = prev
@@ -133,8 +137,8 @@ class _Sweep:
             else:
                 self.rows[c.id] = self.new_row(c)
                 todo.append(c)
-        kept = len(plan.cells()) - len(todo)
-        self.log(f"{len(plan.cells())} cells: {len(todo)} to run, {kept} finished or skipped"
+        kept = len(self.cells) - len(todo)
+        self.log(f"{len(self.cells)} cells: {len(todo)} to run, {kept} finished or skipped"
                  + (" (kept from the earlier sweep)" if self.previous else ""))
         self.write()
         if not todo:
@@ -178,7 +182,7 @@ class _Sweep:
             try:
                 value, crash = ray.get(ref), None
             except Exception as exc:  # the worker died past its retries, or the task raised
-                value, crash = None, f"{kind} task lost: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                value, crash = None, _lost(kind, exc)
             if kind == "export":
                 self.on_export(ray, remote, key, groups[key], value, crash, pending)
             else:
@@ -195,9 +199,9 @@ class _Sweep:
                 return None
         except (OSError, ValueError):
             return None
-        from .tasks import _TRAVELS
+        from .tasks import TRAVELS
 
-        return {"files": {n: (folder / n).read_bytes() for n in _TRAVELS if (folder / n).is_file()},
+        return {"files": {n: (folder / n).read_bytes() for n in TRAVELS if (folder / n).is_file()},
                 "error": None, "node": {"reused": str(folder)}, "seconds": 0.0}
 
     def save_export(self, g: ExportGroup, value: dict) -> None:
@@ -340,7 +344,7 @@ class _Sweep:
             try:
                 value, crash = ray.get(ref), None
             except Exception as exc:
-                value, crash = None, f"latency task lost: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                value, crash = None, _lost("latency", exc)
             base = (value or {}).get("results", {}).get("anchor", {}).get("median_ms")
             # the anchor is timed where its input fits (a fixed-shape file runs at its own size only)
             if value and "anchor" in value["results"] and not value["results"]["anchor"].get("error"):

@@ -145,14 +145,6 @@ class Plan:
                 "runs": self.runs, "threads": self.threads}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _registry_entry(name: str, scale: int | None) -> ModelEntry:
     from ..benchmark.roofline import count_macs_torch
     from ..models import create_model, get_spec
@@ -167,6 +159,7 @@ def _registry_entry(name: str, scale: int | None) -> ModelEntry:
 
 
 def _onnx_entry(path: str, scale: int | None, value_range: int, channels: str) -> ModelEntry:
+    from ..models.weights import sha256_file
     from ..sources.convention import IOConvention
     from ..sources.base import export_name
 
@@ -177,7 +170,7 @@ def _onnx_entry(path: str, scale: int | None, value_range: int, channels: str) -
         raise SrDeployError("--onnx needs --scale S (the model's upscaling factor)")
     IOConvention(value_range, channels)  # a bad convention: one line, here
     return ModelEntry(export_name(None, p.stem), "onnx", str(p.resolve()), scale, value_range=value_range,
-                      channels=channels, digest=_sha256(p))
+                      channels=channels, digest=sha256_file(p))
 
 
 def build_plan(models: list[str], onnx: list[str], scale: int | None, sizes: list[str], precisions: list[str],

@@ -19,7 +19,7 @@ from ..errors import SrDeployError
 __all__ = ["node_info", "export_group", "check_cell", "evaluate_artifact", "bench_artifacts", "materialize"]
 
 #: files of an export folder that travel (the rest — locks, staging leftovers — stay)
-_TRAVELS = ("manifest.json", "model.onnx", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite")
+TRAVELS = ("manifest.json", "model.onnx", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite")
 
 
 def node_info() -> dict:
@@ -36,7 +36,7 @@ def node_info() -> dict:
 def materialize(files: dict[str, bytes], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        if name not in _TRAVELS:  # names come from our own export, but are checked all the same
+        if name not in TRAVELS:  # names come from our own export, but are checked all the same
             raise SrDeployError(f"unexpected file {name!r} in an export's payload")
         (folder / name).write_bytes(data)
     return folder
@@ -61,7 +61,7 @@ def export_group(group) -> dict:
             Exporter(cfg, log=lambda m: None).run()
         except SrDeployError as exc:
             error = " ".join(str(exc).split())
-        files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name in _TRAVELS} if out.is_dir() else {}
+        files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name in TRAVELS} if out.is_dir() else {}
     return {"files": files, "error": error, "node": node_info(), "seconds": round(time.time() - t0, 1)}
 
 

@@ -133,7 +133,9 @@ def _describe(runner) -> dict:
     if runner.kind == "tflite-arm64":
         d.update(core=runner.core, features=runner.info.get("features", []), xnnpack=runner.applied)
     elif runner.kind == "qnn-htp-simulator":
-        d.update(backend="QNN HTP simulator (x86): libQnnHtp.so of onnxruntime-qnn 2.7.0 (QAIRT 2.51)",
+        from .qualcomm import WHEEL
+
+        d.update(backend=f"QNN HTP simulator (x86): libQnnHtp.so of {WHEEL} (QAIRT 2.51)",
                  soc=runner.soc, graph=runner.graph, onnxruntime=runner.info.get("onnxruntime"),
                  providers=runner.info.get("providers"), htp=runner.applied,
                  note="the simulator computes what the HTP computes (float as fp16); it gives no timing")

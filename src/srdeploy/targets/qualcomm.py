@@ -64,6 +64,12 @@ def is_ready() -> dict | None:
     return info if all((target_dir() / "lib" / n).is_file() for n in LIBS + ("libQnnLpai.so",)) else None
 
 
+def _lib_env() -> dict:
+    """This process's environment with the QAIRT libraries first on the loader's path."""
+    lib = target_dir() / "lib"
+    return {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
+
+
 def compiled_name(artifact: str, soc: str) -> str:
     """``model_int8.tflite`` → ``model_int8.SM8650.tflite``"""
     stem = artifact[:-len(".tflite")] if artifact.endswith(".tflite") else artifact
@@ -185,7 +191,7 @@ def compile_artifact(artifact: Path, soc: str, out: Path) -> dict:
     lib = target_dir() / "lib"
     if info is None and not lib.is_dir():
         raise SrDeployError("qualcomm is not set up: run `sr-target setup qualcomm` once (about 10 s)")
-    env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
+    env = _lib_env()
     with tempfile.TemporaryDirectory(prefix="srdeploy-qnn-") as tmp:
         part = Path(tmp) / "compiled.tflite"
         try:
@@ -319,7 +325,7 @@ class SimulatorRunner:
             raise SrDeployError("qualcomm is not set up: run `sr-target setup qualcomm` once (about 10 s)")
         info = read_dispatch(compiled)
         lib = target_dir() / "lib"
-        env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
+        env = _lib_env()
 
         def desc(t):
             return {"shape": t["shape"], "dtype": _NUMPY[t["type"]], "scale": t["scale"], "zero_point": t["zero_point"],
