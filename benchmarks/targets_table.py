@@ -96,10 +96,13 @@ def main() -> int:
                 rows.append({"model": model, "scale": scale, "size": size, "artifact": name, "target": label, **r})
         print(f"   rc {rc}, {time.time() - t:.0f} s", file=sys.stderr, flush=True)
     out_path = Path(args.out)
-    if args.only and out_path.is_file():  # keep the other models' rows of an earlier run
-        done = {(r["model"], r["size"]) for r in rows}
-        rows = [r for r in json.loads(out_path.read_text())["rows"] if (r["model"], r["size"]) not in done] + rows
-    result = {"command": "python " + " ".join(sys.argv), "date": dt.date.today().isoformat(),
+    command, earlier = "python " + " ".join(sys.argv), []
+    if out_path.is_file() and (args.only or args.reuse):  # keep the rows of other models / targets of earlier runs
+        before = json.loads(out_path.read_text())
+        earlier = [c for c in before.get("commands", [before.get("command")]) if c]
+        done = {(r["model"], r["size"], r["target"]) for r in rows}
+        rows = [r for r in before["rows"] if (r["model"], r["size"], r["target"]) not in done] + rows
+    result = {"command": command, "commands": earlier + [command], "date": dt.date.today().isoformat(),
               "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "wall_s": round(time.time() - t0),
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

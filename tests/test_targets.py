@@ -160,6 +160,45 @@ def test_gpu_target_fp16_default_and_fp32(rtc_export, gpu_ready, tmp_path):
     assert all(c["max_abs_vs_reference"] <= 1e-4 for c in f32["checks"])
 
 
+def test_bench_delegate_gpu_times_on_the_gpu(rtc_export, gpu_ready, tmp_path, capsys):
+    """``sr-bench --delegate gpu``: timed on LiteRT's GPU accelerator (the adapter is named in the row
+    and the JSON), in its FP16 default and with enforce_f32."""
+    from srdeploy.benchmark.bench_cli import main as bench_main
+
+    out = tmp_path / "b.json"
+    for delegate in ("gpu", "gpu:fp32"):
+        rc = run_cli("sr-bench", bench_main, [str(rtc_export / "model_fp32.tflite"), str(rtc_export / "model_int8.tflite"),
+                                              "--delegate", delegate, "--runs", "2", "--json", str(out)])
+        text = capsys.readouterr().out
+        assert rc == 0, text
+        rows = json.loads(out.read_text())["results"]
+        assert [r["delegate"] for r in rows] == [delegate] * 2
+        for r in rows:
+            assert r["error"] is None and r["median_ms"] > 0 and "backend=Vulkan" in r["adapter"], r
+        assert "GPU adapter:" in text and ("enforce_f32" if delegate == "gpu:fp32" else "FP16 default") in text
+
+
+def test_bench_delegate_gpu_never_falls_back_to_the_cpu(rtc_export, tmp_path, monkeypatch, capsys):
+    """A GPU that does not load (a set-up target whose Vulkan driver is gone) is an error row, exit 1
+    — never a CPU timing labelled gpu. Not set up at all: one line, exit 2."""
+    from srdeploy.benchmark.bench_cli import main as bench_main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    model = str(rtc_export / "model_fp32.tflite")
+    rc = run_cli("sr-bench", bench_main, [model, "--delegate", "gpu", "--runs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [e for e in err if "gpu is not set up" in e] and len(err) == 1, err
+    gdir = tmp_path / "c" / "srdeploy" / "targets" / "gpu"
+    (gdir / "root").mkdir(parents=True)
+    icd = gdir / "lvp_icd.json"
+    icd.write_text(json.dumps({"file_format_version": "1.0.0",
+                               "ICD": {"library_path": str(gdir / "missing_libvulkan_lvp.so"), "api_version": "1.3.0"}}))
+    (gdir / "ready.json").write_text(json.dumps({"icd": str(icd), "root": str(gdir / "root"), "adapter": "?"}))
+    rc = run_cli("sr-bench", bench_main, [model, "--delegate", "gpu", "--runs", "1"])
+    text = capsys.readouterr().out
+    assert rc == 1 and "ERROR" in text and "median=" not in text, text
+
+
 def test_gpu_not_set_up_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
     assert not parse_target("gpu").ready()

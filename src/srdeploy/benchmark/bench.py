@@ -50,6 +50,8 @@ class BenchResult:
     memory_ratio: float | None = None
     input: dict | None = None
     output: dict | None = None
+    #: ``--delegate gpu``: the GPU adapter LiteRT's GPU accelerator ran on (Dawn's own report)
+    adapter: str | None = None
     profile: dict | None = None
     error: str | None = None
     times_ms: list[float] = field(default_factory=list)
@@ -128,10 +130,28 @@ class _Worker:
                  memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB) -> None:
         self.setting, self.timeout = setting, timeout
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(setting.threads))
+        #: the GPU accelerator's log (Dawn names the adapter it selected there); others' stderr is dropped
+        self.log = None
+        if setting.delegate.startswith("gpu"):
+            import tempfile
+
+            from ..targets.gpu import run_env
+
+            env = dict(run_env(), TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(setting.threads))
+            self.log = tempfile.TemporaryFile()
         linux = sys.platform.startswith("linux")
         self.proc = subprocess.Popen([sys.executable, "-m", "srdeploy.benchmark.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                     stdout=subprocess.PIPE, stderr=self.log or subprocess.DEVNULL, text=True, env=env,
                                      preexec_fn=_worker_preexec(memory_limit_mb) if linux else None)
+
+    def adapter(self) -> str | None:
+        """The GPU adapter the worker's GPU accelerator selected, or None (no GPU ran)."""
+        from ..targets.gpu import adapter_from_log
+
+        if self.log is None:
+            return None
+        self.log.seek(0)
+        return adapter_from_log(self.log.read().decode(errors="replace"))
 
     def ask(self, **req) -> dict:
         """Send one request; the reply must come within ``timeout`` seconds or the worker is killed."""
@@ -166,6 +186,8 @@ class _Worker:
         except Exception:
             self.proc.kill()
             self.proc.wait()
+        if self.log is not None:
+            self.log.close()
 
 
 def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10, rounds: int | None = None,
@@ -187,6 +209,13 @@ def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10
             w.close()
             workers.append(None)
             continue
+        if s.delegate.startswith("gpu"):
+            res.adapter = w.adapter()
+            if res.adapter is None:  # loaded and ran, yet no GPU was selected: not a GPU timing
+                res.error = "LiteRT's GPU accelerator selected no GPU adapter: this would not be a GPU timing"
+                w.close()
+                workers.append(None)
+                continue
         res.init_ms, res.first_ms = reply["init_ms"], reply["first_ms"]
         res.input, res.output = reply.get("input"), reply.get("output")
         res.size = [int(v) for v in reply["size"]] if len(reply.get("size") or []) == 2 else None
@@ -218,7 +247,8 @@ def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10
         if reply.get("ok"):
             res.peak_rss_mb = reply["peak_rss_mb"]
             res.model_memory_mb = reply.get("model_memory_mb")
-        if res.model.endswith(".tflite") and not res.error:
+        if res.model.endswith(".tflite") and not res.error and not res.delegate.startswith("gpu"):
+            # (the bound is the CPU arena's; a GPU process's memory is the driver's and the GPU's buffers)
             from .memory import liveness_bound
 
             try:

@@ -33,8 +33,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--size", metavar="HxW", help="input H x W (dynamic-shape models and PyTorch; fixed-shape "
                    "models must match)")
     p.add_argument("--threads", default="2", help="threads, or a comma list to sweep (default 2)")
-    p.add_argument("--delegate", choices=("xnnpack", "none", "gpu"), default="xnnpack",
-                   help="TFLite delegate (default xnnpack; 'none' = reference kernels)")
+    p.add_argument("--delegate", choices=("xnnpack", "none", "gpu", "gpu:fp32"), default="xnnpack",
+                   help="TFLite delegate (default xnnpack; 'none' = reference kernels). gpu: LiteRT's GPU "
+                        "accelerator alone (its FP16 default; gpu:fp32 = enforce_f32) on this machine's GPU, "
+                        "else on the software Vulkan GPU of `sr-target setup gpu`; the row names the adapter. "
+                        "It fails rather than fall back to the CPU")
     p.add_argument("--warmup", type=int, default=1, help="warm-up runs after the first inference (default 1)")
     p.add_argument("--runs", type=int, default=10, help="timed runs per model (default 10)")
     p.add_argument("--rounds", type=int, help="interleaving rounds (default: one run per round)")
@@ -125,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SrDeployError(f"--xnnpack-flags must be a 32-bit unsigned value, got {args.xnnpack_flags}")
     if args.runtime == "compiled" and args.delegate != "xnnpack":
         raise SrDeployError("--runtime compiled runs on the CPU (XNNPACK): leave --delegate at its default")
+    if args.delegate.startswith("gpu") and not args.gpu_check:
+        from ..targets.gpu import run_env
+
+        run_env()  # not set up: one line, exit 2
     if not args.memory_limit >= 256:
         raise SrDeployError(f"--memory-limit must be at least 256 MB, got {args.memory_limit}")
     if args.gpu_check:
@@ -176,12 +183,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "pct_of_attainable": 100 * gflops / peak}
 
     for r in results:
-        how = r.delegate if r.runtime == "interpreter" else (
+        cpu = r.delegate if r.runtime == "interpreter" else (
             "CompiledModel CPU" + (f", xnnpack_flags {r.xnnpack_flags:#x}" if r.xnnpack_flags is not None else ""))
+        how = {"gpu": "GPU accelerator, FP16 default", "gpu:fp32": "GPU accelerator, enforce_f32"}.get(r.delegate, cpu)
         print(f"\n== {r.model}  [{_size_str(r.size)}, {r.threads} thread(s), {how}]")
         if r.error:
             print(f"  ERROR: {r.error}")
             continue
+        if r.adapter:
+            soft = any(k in r.adapter.lower() for k in ("llvmpipe", "swiftshader"))
+            print(f"  GPU adapter: {r.adapter}" + ("  (a software GPU: this checks the GPU path; its time is no "
+                                                   "phone's)" if soft else ""))
         print(f"  Init: {_fmt(r.init_ms)} ms   First inference: {_fmt(r.first_ms)} ms   "
               f"Peak memory footprint: {_fmt(r.peak_rss_mb)} MB")
         if r.model_memory_mb is not None:

@@ -20,10 +20,6 @@ import time
 
 import numpy as np
 
-GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerator.so",
-                     "libtensorflowlite_gpu_gl.so")
-
-
 def _random_input(shape: list[int], dtype) -> np.ndarray:
     """The fixed input every run of a subject gets: uniform over the integer range, or [0, 1)."""
     rng = np.random.default_rng(0)
@@ -49,7 +45,7 @@ class Subject:
         self.runtime, self.xnnpack_flags = runtime, xnnpack_flags
         self.size = tuple(size) if size else None
         t0 = time.perf_counter()
-        if model.endswith(".tflite") and runtime == "compiled":
+        if model.endswith(".tflite") and (runtime == "compiled" or delegate.startswith("gpu")):
             self._load_compiled()
         elif model.endswith(".tflite"):
             self._load_tflite()
@@ -62,24 +58,13 @@ class Subject:
     # ----------------------------------------------------------------- loaders
     def _load_tflite(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.base_hwm_mb = peak_rss_mb()  # the runtime is imported: what follows is the model's own
         _check_memory(self.model)
         kwargs = {"model_path": self.model, "num_threads": self.threads}
         if self.delegate == "none":
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        elif self.delegate == "gpu":
-            errors = []
-            for lib in GPU_DELEGATE_LIBS:
-                try:
-                    kwargs["experimental_delegates"] = [load_delegate(lib)]
-                    break
-                except (ValueError, OSError, RuntimeError) as exc:
-                    errors.append(f"{lib}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-            else:
-                raise RuntimeError("the TFLite GPU delegate cannot be loaded on this machine ("
-                                   + "; ".join(errors) + ")")
         it = Interpreter(**kwargs)
         if not it.get_input_details() or not it.get_output_details():
             raise ValueError("the model has no input or no output")
@@ -114,7 +99,10 @@ class Subject:
         self.call = call
 
     def _load_compiled(self) -> None:
-        """LiteRT's CompiledModel on the CPU (XNNPACK), the API that takes XNNPACK flags."""
+        """LiteRT's CompiledModel: on the CPU (XNNPACK; the API that takes XNNPACK flags), or with the
+        GPU accelerator *alone* (``gpu``: its FP16 default, ``gpu:fp32``: ``enforce_f32``) — asked for
+        without the CPU, a GPU that does not load fails instead of falling back. Which GPU it ran on
+        is Dawn's log line on stderr, read by the parent (bench.py)."""
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
         from ai_edge_litert.options import CpuOptions, Options
@@ -122,9 +110,23 @@ class Subject:
         self.base_hwm_mb = peak_rss_mb()
         _check_memory(self.model)
         if self.size:
-            raise ValueError("--size is not supported with --runtime compiled (export at the size you time)")
-        cpu = CpuOptions(num_threads=self.threads, xnnpack_flags=self.xnnpack_flags)
-        cm = CompiledModel.from_file(self.model, options=Options(HardwareAccelerator.CPU, cpu_options=cpu))
+            how = "--delegate gpu" if self.delegate.startswith("gpu") else "--runtime compiled"
+            raise ValueError(f"--size is not supported with {how} (export at the size you time)")
+        if self.delegate.startswith("gpu"):
+            from ai_edge_litert.gpu_options import GpuOptions
+
+            opts = Options(HardwareAccelerator.GPU, gpu_options=GpuOptions(enforce_f32=True)) \
+                if self.delegate == "gpu:fp32" else Options(HardwareAccelerator.GPU)
+        else:
+            opts = Options(HardwareAccelerator.CPU,
+                           cpu_options=CpuOptions(num_threads=self.threads, xnnpack_flags=self.xnnpack_flags))
+        try:
+            cm = CompiledModel.from_file(self.model, options=opts)
+        except RuntimeError as exc:
+            if not self.delegate.startswith("gpu"):
+                raise
+            raise RuntimeError("LiteRT's GPU accelerator did not load (no usable GPU or Vulkan driver, or an op "
+                               f"it cannot run; `sr-bench --gpu-check` lists ops): {str(exc)[:200]}") from None
         if cm.get_num_signatures() < 1:
             raise ValueError("the model has no signature")
         key = list(cm.get_signature_list())[0]
@@ -140,7 +142,18 @@ class Subject:
         self.hw = shape[1:3] if len(shape) == 4 else []
         self.io = {"input": {"shape": shape, "dtype": dtype.name},
                    "output": {"shape": [int(v) for v in outs_d[0]["shape"]], "dtype": np.dtype(outs_d[0]["dtype"]).name}}
-        self.call = lambda: cm.run_by_index(0, ins, outs)
+        if not self.delegate.startswith("gpu"):
+            self.call = lambda: cm.run_by_index(0, ins, outs)
+            return
+        oshape, odtype = self.io["output"]["shape"], np.dtype(self.io["output"]["dtype"])
+        n = int(np.prod(oshape))
+
+        def call():  # a GPU run is asynchronous: the frame counts once it can be read back, as in an app
+            ins[0].write(self.x)
+            cm.run_by_index(0, ins, outs)
+            return outs[0].read(n, odtype)
+
+        self.call = call
 
     def _load_onnx(self) -> None:
         import onnxruntime as ort

@@ -4,7 +4,7 @@
 
 * ``arm64[:CORE]`` — LiteRT's ARM CPU kernels (XNNPACK) under QEMU user-mode emulation
   (:mod:`.arm64`); CORE e.g. ``cortex-a76`` (default: dot product, fp16) or ``cortex-a53``.
-* ``gpu[:fp32]`` — LiteRT's GPU accelerator (:mod:`.gpu`) on a software Vulkan GPU, in its FP16
+* ``gpu[:fp32]`` — LiteRT's GPU accelerator (:mod:`.gpu`) on the machine's GPU or a software Vulkan GPU, in its FP16
   default or with ``enforce_f32``.
 * ``qualcomm:<SoC>`` — LiteRT's AOT compiler for the Snapdragon NPU (:mod:`.qualcomm`): the compiled
   model, what was offloaded, and — fully offloaded — its run on QNN's x86 HTP simulator.

@@ -1,5 +1,5 @@
-"""``gpu[:fp32]``: LiteRT's GPU accelerator, on a real GPU where the machine has one, else on a
-software Vulkan GPU (Mesa's lavapipe) — the GPU delegate's own op set, precision and kernels.
+"""``gpu[:fp32]``: LiteRT's GPU accelerator, on a real GPU where the machine has one (a Vulkan driver
+in the loader's ICD folders), else on a software Vulkan GPU (Mesa's lavapipe) — the GPU delegate's own op set, precision and kernels.
 
 Setup (``sr-target setup gpu``; no root; ~30 s, ~170 MB under the user cache): a private apt
 configuration (its own sources list with bookworm and bookworm-backports, its own lists and cache;
@@ -27,7 +27,7 @@ from ..errors import SrDeployError
 from ..paths import cache_dir
 from .runner import GuestRunner
 
-__all__ = ["GpuRunner", "setup", "is_ready", "MODES"]
+__all__ = ["GpuRunner", "setup", "is_ready", "run_env", "hardware_icds", "adapter_from_log", "MODES"]
 
 MODES = ("fp16", "fp32")
 MIRROR = "http://deb.debian.org/debian"
@@ -48,10 +48,48 @@ def is_ready() -> dict | None:
     return info if Path(info.get("icd", "")).is_file() else None
 
 
+#: where Vulkan's loader looks for drivers (ICD files) when no VK_ICD_FILENAMES is set
+ICD_DIRS = ("/etc/vulkan/icd.d", "/usr/share/vulkan/icd.d", "/usr/local/share/vulkan/icd.d")
+
+
+def hardware_icds() -> list[Path]:
+    """ICD files of this machine's own GPU drivers (NVIDIA's, Mesa's radv/anv, ...): every installed
+    Vulkan driver except the software ones (lavapipe, SwiftShader)."""
+    found = []
+    for d in ICD_DIRS:
+        for f in sorted(Path(d).glob("*.json")) if Path(d).is_dir() else []:
+            try:
+                lib = str(json.loads(f.read_text())["ICD"]["library_path"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if not any(soft in lib.lower() for soft in ("lvp", "swiftshader")):
+                found.append(f)
+    return found
+
+
 def _env(root: Path, icd: Path) -> dict:
+    """The environment of a process that runs the GPU accelerator: the Vulkan loader from the setup,
+    and the machine's own GPU where it has one, else the setup's software GPU."""
     lib = root / "usr" / "lib" / "x86_64-linux-gnu"
-    return {**os.environ, "VK_ICD_FILENAMES": str(icd), "VK_DRIVER_FILES": str(icd),
-            "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
+    drivers = ":".join(str(f) for f in hardware_icds()) or str(icd)
+    return {**env, "VK_ICD_FILENAMES": drivers, "VK_DRIVER_FILES": drivers}
+
+
+def run_env() -> dict:
+    """:func:`_env` for the set-up target; a clear error when it is not set up."""
+    info = is_ready()
+    if info is None:
+        raise SrDeployError("gpu is not set up: run `sr-target setup gpu` once (about 30 s)")
+    return _env(Path(info["root"]), Path(info["icd"]))
+
+
+def adapter_from_log(text: str) -> str | None:
+    """The adapter Dawn (LiteRT's WebGPU layer) selected, from its log line."""
+    for line in text.splitlines():
+        if "Selected adapter" in line:
+            return line.split("Selected adapter:", 1)[-1].strip() or "?"
+    return None
 
 
 def setup(log=print, force: bool = False) -> dict:
@@ -160,5 +198,4 @@ class GpuRunner(GuestRunner):
 
     @property
     def adapter(self) -> str:
-        line = self.stderr_line(b"Selected adapter") or ""
-        return line.split("Selected adapter:", 1)[-1].strip() or "?"
+        return adapter_from_log(self.stderr_line(b"Selected adapter") or "") or "?"
