@@ -121,3 +121,102 @@ def test_bundle_cli_errors(rtc_export, tmp_path):
                          ([str(rtc_export), "--app", str(app), "--artifact", "model_x.tflite"], "no such TFLite")]:
         proc = run_cli("srdeploy.export.bundle", *args)
         assert proc.returncode == 2 and expect in proc.stderr, proc.stderr
+
+
+def _javac(tmp_path, *files) -> Path:
+    javac = shutil.which("javac")
+    if not javac:
+        pytest.fail("no JDK on this machine: install default-jdk-headless to run the JVM tests")
+    out = tmp_path / "classes"
+    subprocess.run([javac, "-d", str(out), *map(str, files)], check=True, capture_output=True, text=True)
+    return out
+
+
+TILING = APP / "tiling" / "src"
+
+
+def test_jvm_blender_streams_rows_within_the_12mp_budget(tmp_path):
+    """The app's blender holds one band of tile rows, streams finished rows, agrees with a full
+    weighted average, and a 12 MP x2 photo fits its stated budget; a planted blending bug fails."""
+    check = TILING / "test/java/dev/srdeploy/tiling/BlendCheck.java"
+    cls = _javac(tmp_path, TILING / "main/java/dev/srdeploy/tiling/Tiler.java", check)
+    ok = subprocess.run(["java", "-cp", str(cls), "dev.srdeploy.tiling.BlendCheck"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    mb = float(ok.stdout.split("blend buffer ")[1].split(" MB")[0])
+    assert 0 < mb <= 100, ok.stdout
+    bad_src = tmp_path / "bad" / "Tiler.java"
+    bad_src.parent.mkdir()
+    text = (TILING / "main/java/dev/srdeploy/tiling/Tiler.java").read_text()
+    bad_src.write_text(text.replace("band[o] += wt * out[i];", "band[o] = wt * out[i];"))
+    assert bad_src.read_text() != text
+    cls = _javac(tmp_path / "b", bad_src, check)
+    bad = subprocess.run(["java", "-cp", str(cls), "dev.srdeploy.tiling.BlendCheck"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "full blend" in bad.stderr
+
+
+def test_app_bench_json_is_sr_bench_shaped(tmp_path):
+    """The app's benchmark writer (plain Java, run here on the JVM) produces what sr-bench --json
+    produces, and sr-bench --compare puts it in one table with host rows."""
+    import jsonschema
+
+    from .conftest import run_cli
+    from .test_bench import SCHEMA
+
+    cls = _javac(tmp_path, TILING / "main/java/dev/srdeploy/tiling/BenchReport.java")
+    out = subprocess.run(["java", "-cp", str(cls), "dev.srdeploy.tiling.BenchReport"], capture_output=True, text=True,
+                         check=True).stdout
+    phone = json.loads(out)
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"],
+                                       "machine": {"type": "object", "required": ["cpu", "cores", "platform"]}}}
+    jsonschema.validate(phone, schema)
+    ok, failed = phone["results"]
+    assert ok["median_ms"] == 2.5 and ok["p90_ms"] == 4.0 and ok["min_ms"] == 1.0 and ok["runs"] == 4
+    assert failed["error"] and failed["median_ms"] is None
+    (tmp_path / "phone.json").write_text(out)
+    proc = run_cli("srdeploy.benchmark.bench_cli", "--compare", str(tmp_path / "phone.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "xnnpack" in proc.stdout and "npu" in proc.stdout and "ERROR" in proc.stdout and "1.000" in proc.stdout
+    (tmp_path / "bad.json").write_text(json.dumps({"machine": {}, "results": [{"model": 3}]}))
+    proc = run_cli("srdeploy.benchmark.bench_cli", "--compare", str(tmp_path / "bad.json"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "results[0]" in proc.stderr
+
+
+def test_bundle_carries_the_npu_model_and_no_host_path(rtc_export, tmp_path):
+    """An export with a model compiled for SM8650 (fully offloaded) bundles it with its SoC and the
+    accelerator order NPU -> GPU -> CPU; nothing bundled holds a path of this machine; a compiled file
+    that does not match its recorded checksum is refused."""
+    from .conftest import need_target
+
+    need_target("qualcomm:SM8650", "sr-target setup qualcomm")
+    from srdeploy.targets.check import record_in_manifest
+    from srdeploy.targets.qualcomm import compile_artifact
+
+    export = tmp_path / "export"
+    shutil.copytree(rtc_export, export)
+    res = compile_artifact(export / "model_int8.tflite", "SM8650", export / "model_int8.SM8650.tflite")
+    assert res["status"] == "compiled", res
+    record_in_manifest(export, {"qualcomm:SM8650": {"model_int8.tflite": res}})
+    app = _app_copy(tmp_path)
+    dest = bundle(export, app)
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "model_int8.SM8650.tflite", "model_int8.tflite"]
+    man = json.loads((dest / "manifest.json").read_text())
+    assert man["compiled"] == {"SM8650": "model_int8.SM8650.tflite"} and man["accelerators"] == ["npu", "gpu", "cpu"]
+    host_strings = [str(tmp_path), str(Path.home()), str(ROOT)]
+    for f in dest.iterdir():
+        blob = f.read_bytes()
+        assert not any(h.encode() in blob for h in host_strings), f.name
+
+    def strings(v):
+        if isinstance(v, dict):
+            return [s for x in v.values() for s in strings(x)]
+        return [s for x in v for s in strings(x)] if isinstance(v, list) else [v] if isinstance(v, str) else []
+    assert not [s for s in strings(man) if s.startswith("/") or "\\" in s]
+    # an export without NPU models: GPU then CPU
+    plain = bundle(rtc_export, _app_copy(tmp_path / "p"))
+    assert json.loads((plain / "manifest.json").read_text())["accelerators"] == ["gpu", "cpu"]
+    # a compiled file changed after its check is refused, and the previous bundle stays
+    before = (dest / "model_int8.SM8650.tflite").read_bytes()
+    (export / "model_int8.SM8650.tflite").write_bytes(before[:-1] + bytes([before[-1] ^ 1]))
+    with pytest.raises(SrDeployError, match="does not match the checksum"):
+        bundle(export, app)
+    assert (dest / "model_int8.SM8650.tflite").read_bytes() == before

@@ -35,10 +35,9 @@ android {
 
 dependencies {
     implementation(project(":tiling"))
-    // LiteRT (the TensorFlow Lite runtime) with its GPU delegate; package names stay org.tensorflow.lite.
-    implementation("com.google.ai.edge.litert:litert:1.0.1")
-    implementation("com.google.ai.edge.litert:litert-gpu:1.0.1")
-    implementation("com.google.ai.edge.litert:litert-gpu-api:1.0.1")
+    // LiteRT's CompiledModel API (CPU, GPU accelerator, NPU through the vendor dispatch library)
+    implementation("com.google.ai.edge.litert:litert:2.2.0")
+    implementation("com.google.ai.edge.litert:litert-gpu:2.2.0")
     implementation("androidx.appcompat:appcompat:1.7.0")
     implementation("androidx.activity:activity-ktx:1.9.1")
     implementation("androidx.lifecycle:lifecycle-runtime-ktx:2.8.4")

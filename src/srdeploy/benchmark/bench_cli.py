@@ -29,7 +29,10 @@ def build_parser() -> OneLineParser:
                 "  sr-bench model_fp32.tflite --gpu-check\n\n"
                 "exit codes: 0 ok, 1 a model failed (its row shows the error) or --gpu-check found issues, "
                 "2 bad input."))
-    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("models", nargs="*", metavar="MODEL")
+    p.add_argument("--compare", nargs="+", metavar="JSON",
+                   help="no timing: print the rows of earlier --json files side by side (e.g. the Android "
+                        "demo's bench.json, pulled with adb, and this machine's), ratios to the first row")
     p.add_argument("--size", metavar="HxW", help="input H x W (dynamic-shape models and PyTorch; fixed-shape "
                    "models must match)")
     p.add_argument("--threads", default="2", help="threads, or a comma list to sweep (default 2)")
@@ -109,8 +112,57 @@ def _gpu_check(models: list[str], json_path: str | None) -> int:
     return 0 if all(r.passed for r in reports) else 1
 
 
+#: largest --compare file read (a bench JSON is a few KB per row)
+MAX_COMPARE_BYTES = 16 << 20
+
+
+def _compare(files: list[str]) -> int:
+    """Rows of sr-bench-shaped JSON files (this tool's --json, the app's bench.json) in one table.
+    The files are a user's: each is validated before anything is printed."""
+    import json as _json
+
+    rows = []
+    for f in files:
+        path = Path(f)
+        try:
+            if path.stat().st_size > MAX_COMPARE_BYTES:
+                raise SrDeployError(f"{f} is larger than {MAX_COMPARE_BYTES >> 20} MB: not a bench JSON")
+            doc = _json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise SrDeployError(f"--compare {f}: not readable JSON ({type(exc).__name__})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or not isinstance(doc.get("machine"), dict):
+            raise SrDeployError(f"--compare {f}: not an sr-bench JSON (needs 'machine' and a 'results' list)")
+        m = doc["machine"]
+        where = " ".join(str(m.get(k, "")) for k in ("cpu", "platform") if m.get(k))[:40] or path.name
+        for i, r in enumerate(doc["results"]):
+            ok = isinstance(r, dict) and isinstance(r.get("model"), str) and isinstance(r.get("delegate"), str)
+            med = r.get("median_ms") if ok else None
+            if not ok or not (med is None or isinstance(med, (int, float))) or \
+                    not (r.get("error") is None or isinstance(r.get("error"), str)):
+                raise SrDeployError(f"--compare {f}: results[{i}] lacks model/delegate or has a non-numeric median_ms")
+            rows.append((where, Path(r["model"]).name, _size_str(r.get("size") if isinstance(r.get("size"), list) else None),
+                         r["delegate"], r.get("threads"), med, r.get("p90_ms"), r.get("error")))
+    base = next((r[5] for r in rows if r[5] and not r[7]), None)
+    print("  ".join(["#", "machine".ljust(40), "model".ljust(32), "size".ljust(9), "delegate".ljust(8), "thr",
+                     "median ms", "p90 ms", "ratio"]))
+    for i, (where, model, size, dele, thr, med, p90, err) in enumerate(rows):
+        head = f"{i + 1}  {where.ljust(40)}  {model[-32:].ljust(32)}  {size.ljust(9)}  {dele[:8].ljust(8)}  {str(thr):>3}"
+        if err or med is None:
+            print(f"{head}  {'ERROR':>9}  {'':>6}  -  {(err or 'no timing')[:60]}")
+            continue
+        p90s = f"{p90:6.1f}" if isinstance(p90, (int, float)) else f"{'-':>6}"
+        print(f"{head}  {med:9.1f}  {p90s}  {med / base:.3f}" if base else f"{head}  {med:9.1f}  {p90s}  -")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.compare:
+        if args.models:
+            raise SrDeployError("--compare prints earlier JSON files: give no MODEL with it")
+        return _compare(args.compare)
+    if not args.models:
+        raise SrDeployError("give at least one MODEL (a .tflite, an .onnx or a registry name), or --compare JSON...")
     for m in args.models:
         _check_model_arg(m)
     check_output_file(args.json, "--json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -119,6 +120,36 @@ def describe_source(source: dict | None) -> str:
             f"0..{conv.get('value_range', 1)}; converted to RGB 0..1 inside the graph)")
 
 
+#: a Snapdragon SoC as LiteRT's Qualcomm plugin names it (and Android's Build.SOC_MODEL reports it)
+SOC_PATTERN = re.compile(r"SM\d{4}[A-Z]?")
+
+
+def _npu_models(export_dir: Path, manifest: dict, name: str) -> dict:
+    """``{SoC: {"file": ...}}``: the Qualcomm-compiled versions of *name* that the export's targets
+    record as fully offloaded (``sr-export --target qualcomm:SoC``), checked against their checksum.
+    A partial or failed compile is not bundled: the app would run it split with the CPU."""
+    from ..targets.qualcomm import compiled_name
+
+    found = {}
+    targets = manifest.get("targets")
+    for label, rows in (targets.items() if isinstance(targets, dict) else []):
+        kind, _, soc = str(label).partition(":")
+        row = rows.get(name) if isinstance(rows, dict) else None
+        if kind != "qualcomm" or not isinstance(row, dict) or not SOC_PATTERN.fullmatch(soc):
+            continue
+        if row.get("status") not in ("passed", "compiled") or row.get("ops_offloaded") != row.get("ops_total"):
+            continue
+        file = compiled_name(name, soc)
+        if row.get("compiled_file") != file:
+            raise SrDeployError(f"{export_dir}: targets.{label} names a compiled file other than {file}")
+        path = export_dir / file
+        if not path.is_file() or sha256_file(path) != row.get("compiled_sha256"):
+            raise SrDeployError(f"{path} is missing or does not match the checksum its target row records "
+                                f"(compile it again: sr-target check {export_dir} --target {label})")
+        found[soc] = {"file": file}
+    return found
+
+
 def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = None, overlap: int = 8) -> Path:
     """Validate and install; returns the bundle folder."""
     export_dir, app_dir = Path(export_dir), Path(app_dir)
@@ -160,11 +191,18 @@ def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = N
         "model_source": {k: manifest["source"][k] for k in ("kind", "convention", "added_to_graph")
                          if k in manifest.get("source", {})},
     }
+    compiled = _npu_models(export_dir, manifest, name)
+    if compiled:
+        reduced["compiled"] = {soc: c["file"] for soc, c in compiled.items()}
+    # the order the app tries accelerators in: the NPU only with a model compiled for the phone's SoC
+    reduced["accelerators"] = (["npu"] if compiled else []) + ["gpu", "cpu"]
     dest = app_dir / ASSET_SUBDIR
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(dest)
     try:
         shutil.copyfile(src, staging / name)
+        for c in compiled.values():
+            shutil.copyfile(export_dir / c["file"], staging / c["file"])
         (staging / "manifest.json").write_text(json.dumps(reduced, indent=2) + "\n")
         swap_in(staging, dest)
     finally:
@@ -195,7 +233,8 @@ def describe_bundle(dest: Path) -> str:
     i, o = man["input"], man["output"]
     return (f"bundled into {dest}: {man['file']} ({man['precision']}, x{man['scale']}, "
             f"{'x'.join(map(str, i['shape']))} {i['dtype']} -> {'x'.join(map(str, o['shape']))} {o['dtype']}), "
-            "manifest.json")
+            + "".join(f"{f} (NPU, {soc}), " for soc, f in sorted(man.get("compiled", {}).items()))
+            + f"manifest.json; the app tries {' -> '.join(a.upper() for a in man['accelerators'])}")
 
 
 def entry() -> None:

@@ -212,8 +212,11 @@ def compile_artifact(artifact: Path, soc: str, out: Path) -> dict:
         tmp_out = out.with_name(out.name + ".partial")
         shutil.copyfile(part, tmp_out)
         os.replace(tmp_out, out)
+    from ..models.weights import sha256_file
+
     full = figures["ops_offloaded"] == figures["ops_total"] and not figures["left_on_cpu"]
-    return {"status": "compiled" if full else "partial", "compiled_file": out.name, "soc": soc, **figures}
+    return {"status": "compiled" if full else "partial", "compiled_file": out.name, "soc": soc,
+            "compiled_sha256": sha256_file(out), **figures}
 
 
 def _offload(report: str, compiled: Path) -> dict:

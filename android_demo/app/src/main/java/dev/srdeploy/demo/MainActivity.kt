@@ -1,6 +1,7 @@
 package dev.srdeploy.demo
 
 import android.content.ContentValues
+import android.content.pm.PackageManager
 import android.graphics.Bitmap
 import android.graphics.BitmapFactory
 import android.graphics.Canvas
@@ -9,7 +10,9 @@ import android.graphics.LinearGradient
 import android.graphics.Paint
 import android.graphics.Shader
 import android.net.Uri
+import android.os.Build
 import android.os.Bundle
+import android.os.SystemClock
 import android.provider.MediaStore
 import android.widget.ArrayAdapter
 import android.widget.Button
@@ -21,22 +24,38 @@ import android.widget.Toast
 import androidx.activity.result.contract.ActivityResultContracts
 import androidx.appcompat.app.AppCompatActivity
 import androidx.lifecycle.lifecycleScope
+import dev.srdeploy.tiling.BenchReport
+import java.io.File
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 
 /**
- * One screen: choose an image (gallery, camera or a generated sample), a backend (CPU/XNNPACK
- * with a thread count, GPU delegate, NNAPI), upscale it tile by tile with the bundled model,
- * see per-tile and total latency, wipe between input and output, and save the result.
+ * One screen: choose an image (gallery, camera or a generated sample), an accelerator (the bundle's
+ * order NPU -> GPU -> CPU, or one of them; CPU with a thread count), upscale it tile by tile with the
+ * bundled model, see which accelerator ran, per-tile and total latency, wipe between input and
+ * output, save the result, and benchmark every accelerator into bench.json (sr-bench's shape).
  */
 class MainActivity : AppCompatActivity() {
+    companion object {
+        const val MAX_INPUT_PIXELS = 12_000_000L
+        const val BENCH_RUNS = 10
+        /** the LiteRT version app/build.gradle.kts depends on (for the benchmark's JSON) */
+        const val LITERT_VERSION = "2.2.0"
+        /** sr-bench's name for each accelerator */
+        val DELEGATE = mapOf(Accel.CPU to "xnnpack", Accel.GPU to "gpu", Accel.NPU to "npu")
+    }
+
     private lateinit var manifest: ModelManifest
     private var input: Bitmap? = null
     private var output: Bitmap? = null
 
     private val pickImage = registerForActivityResult(ActivityResultContracts.GetContent()) { uri: Uri? ->
-        uri?.let { contentResolver.openInputStream(it)?.use { s -> setInput(BitmapFactory.decodeStream(s)) } }
+        uri?.let { decode(it)?.let { bmp -> setInput(bmp) } }
+    }
+    /** Android 7-9: the gallery insert needs WRITE_EXTERNAL_STORAGE granted at run time. */
+    private val askWrite = registerForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
+        if (granted) save() else toast("Not saved: storage permission denied")
     }
     private val takePicture = registerForActivityResult(ActivityResultContracts.TakePicturePreview()) { bmp ->
         bmp?.let { setInput(it) }
@@ -49,11 +68,13 @@ class MainActivity : AppCompatActivity() {
             ModelManifest.load(this)
         } catch (e: Exception) {
             findViewById<TextView>(R.id.modelInfo).text =
-                "No usable model bundled (${e.message}). Run: sr-export ... --bundle android_demo"
+                "No usable model bundled (${e.message}). Run: sr-bundle EXPORT_DIR --app android_demo"
             return
         }
         findViewById<TextView>(R.id.modelInfo).text = with(manifest) {
-            "$model x$scale, $precision, tile ${tileHeight}x$tileWidth (overlap $overlap), I/O $inputDtype -> $outputDtype"
+            "$model x$scale, $precision, tile ${tileHeight}x$tileWidth (overlap $overlap), I/O $inputDtype -> $outputDtype, " +
+                "tries ${accelerators.joinToString(" -> ") { it.key }}" +
+                (if (compiled.isEmpty()) "" else ", NPU models for ${compiled.keys.joinToString()}")
         }
         val spinner = findViewById<Spinner>(R.id.backendSpinner)
         spinner.adapter = ArrayAdapter(this, android.R.layout.simple_spinner_dropdown_item, Backend.values().map { it.label })
@@ -82,8 +103,32 @@ class MainActivity : AppCompatActivity() {
             run(Backend.values()[spinner.selectedItemPosition], threads())
         }
         findViewById<Button>(R.id.saveButton).setOnClickListener { save() }
+        findViewById<Button>(R.id.benchButton).setOnClickListener { benchmark(threads()) }
         setInput(sampleImage())
     }
+
+    /** The picked file as a bitmap, or null with a message: not an image, or too large to upscale here. */
+    private fun decode(uri: Uri): Bitmap? {
+        return try {
+            val bounds = BitmapFactory.Options().apply { inJustDecodeBounds = true }
+            contentResolver.openInputStream(uri)?.use { BitmapFactory.decodeStream(it, null, bounds) }
+            val px = bounds.outWidth.toLong() * bounds.outHeight
+            when {
+                bounds.outWidth <= 0 || bounds.outHeight <= 0 -> { toast("Not an image this phone can decode"); null }
+                px > MAX_INPUT_PIXELS -> { toast("Image too large (${bounds.outWidth}x${bounds.outHeight}; at most 12 MP)"); null }
+                else -> contentResolver.openInputStream(uri)?.use { BitmapFactory.decodeStream(it) }
+                    ?: run { toast("Not an image this phone can decode"); null }
+            }
+        } catch (e: Exception) {  // a provider that fails, a file that vanished
+            toast("Could not read the image: ${e.message}")
+            null
+        } catch (e: OutOfMemoryError) {
+            toast("Image too large for this phone's memory")
+            null
+        }
+    }
+
+    private fun toast(msg: String) = Toast.makeText(this, msg, Toast.LENGTH_LONG).show()
 
     private fun setInput(bmp: Bitmap) {
         input = bmp.copy(Bitmap.Config.ARGB_8888, false)
@@ -96,10 +141,12 @@ class MainActivity : AppCompatActivity() {
         val src = input ?: return
         val progress = findViewById<ProgressBar>(R.id.progress)
         val timings = findViewById<TextView>(R.id.timings)
+        var skipped: String? = null
         lifecycleScope.launch {
             val result = withContext(Dispatchers.Default) {
                 runCatching {
                     SuperResolver(this@MainActivity, manifest, backend, threads).use { sr ->
+                        skipped = sr.attempts.takeIf { it.isNotEmpty() }?.joinToString("; ")
                         sr.upscale(src) { done, total ->
                             runOnUiThread { progress.max = total; progress.progress = done }
                         }
@@ -114,6 +161,7 @@ class MainActivity : AppCompatActivity() {
                 val t = stats.tileMs
                 timings.text = buildString {
                     append("${stats.backend}: ${src.width}x${src.height} -> ${bmp.width}x${bmp.height}\n")
+                    skipped?.let { append("not used: $it\n") }
                     append("total %.1f ms, %d tiles: mean %.1f, min %.1f, max %.1f ms (first %.1f ms)".format(
                         stats.totalMs, t.size, t.average(), t.minOrNull() ?: 0.0, t.maxOrNull() ?: 0.0, t.first()))
                 }
@@ -123,13 +171,68 @@ class MainActivity : AppCompatActivity() {
 
     private fun save() {
         val bmp = output ?: return
-        val values = ContentValues().apply {
-            put(MediaStore.Images.Media.DISPLAY_NAME, "sr_${System.currentTimeMillis()}.png")
-            put(MediaStore.Images.Media.MIME_TYPE, "image/png")
+        val perm = "android.permission.WRITE_EXTERNAL_STORAGE"
+        if (Build.VERSION.SDK_INT <= 28 && checkSelfPermission(perm) != PackageManager.PERMISSION_GRANTED) {
+            askWrite.launch(perm)  // comes back to save() when granted
+            return
         }
-        val uri = contentResolver.insert(MediaStore.Images.Media.EXTERNAL_CONTENT_URI, values) ?: return
-        contentResolver.openOutputStream(uri)?.use { bmp.compress(Bitmap.CompressFormat.PNG, 100, it) }
-        Toast.makeText(this, "Saved", Toast.LENGTH_SHORT).show()
+        try {
+            val values = ContentValues().apply {
+                put(MediaStore.Images.Media.DISPLAY_NAME, "sr_${System.currentTimeMillis()}.png")
+                put(MediaStore.Images.Media.MIME_TYPE, "image/png")
+            }
+            val uri = contentResolver.insert(MediaStore.Images.Media.EXTERNAL_CONTENT_URI, values)
+                ?: throw IllegalStateException("the gallery refused the new image")
+            contentResolver.openOutputStream(uri)?.use { bmp.compress(Bitmap.CompressFormat.PNG, 100, it) }
+            toast("Saved")
+        } catch (e: Exception) {  // SecurityException, a full disk: a message, not a crash
+            toast("Not saved: ${e.message}")
+        }
+    }
+
+    /**
+     * Times one tile on every accelerator the bundle lists (first inference, then [BENCH_RUNS] runs)
+     * and writes the figures in `sr-bench --json`'s shape to the app's files folder, for
+     * `adb pull` and `sr-bench --compare phone.json host.json`.
+     */
+    private fun benchmark(threads: Int) {
+        val timings = findViewById<TextView>(R.id.timings)
+        timings.text = "Benchmarking ${manifest.accelerators.joinToString(" / ") { it.key }}..."
+        lifecycleScope.launch {
+            val text = withContext(Dispatchers.Default) {
+                val soc = SuperResolver.socModel() ?: Build.HARDWARE
+                val report = BenchReport(soc, Runtime.getRuntime().availableProcessors(),
+                    "Android ${Build.VERSION.RELEASE} (API ${Build.VERSION.SDK_INT}), ${Build.MODEL}", LITERT_VERSION)
+                val tile = Bitmap.createBitmap(manifest.tileWidth, manifest.tileHeight, Bitmap.Config.ARGB_8888)
+                val lines = ArrayList<String>()
+                for (accel in manifest.accelerators) {
+                    val backend = Backend.valueOf(accel.name)
+                    val t0 = SystemClock.elapsedRealtimeNanos()
+                    try {
+                        SuperResolver(this@MainActivity, manifest, backend, threads).use { sr ->
+                            val initMs = (SystemClock.elapsedRealtimeNanos() - t0) / 1e6
+                            val first = sr.upscale(tile).second.totalMs
+                            val times = DoubleArray(BENCH_RUNS) { sr.upscale(tile).second.totalMs }
+                            val file = if (accel == Accel.NPU) sr.backendUsed.substringAfter(", ").trimEnd(')') else manifest.file
+                            report.add(file, manifest.tileHeight, manifest.tileWidth, threads, DELEGATE.getValue(accel),
+                                initMs, first, times, manifest.inputDtype, manifest.outputDtype, null)
+                            lines += "${sr.backendUsed}: median %.1f ms".format(times.sorted()[times.size / 2])
+                        }
+                    } catch (e: Exception) {
+                        report.add(manifest.file, manifest.tileHeight, manifest.tileWidth, threads, DELEGATE.getValue(accel),
+                            0.0, 0.0, DoubleArray(0), manifest.inputDtype, manifest.outputDtype, e.message ?: e.toString())
+                        lines += "${accel.key}: ${e.message}"
+                    }
+                }
+                val out = File(getExternalFilesDir(null) ?: filesDir, "bench.json")
+                val tmp = File(out.path + ".partial")
+                tmp.writeText(report.toJson())
+                if (!tmp.renameTo(out)) throw IllegalStateException("could not write $out")
+                lines += "wrote $out"
+                lines.joinToString("\n")
+            }
+            timings.text = text
+        }
     }
 
     /** A generated test picture (gradients, edges, fine stripes), so no image file ships in the app. */

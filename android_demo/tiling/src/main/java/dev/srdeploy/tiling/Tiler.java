@@ -98,57 +98,109 @@ public final class Tiler {
         return ramp(t.w * scale, t.x > 0, t.x + t.w < w, overlap * scale / 2.0, overlap * (double) scale);
     }
 
+    /** Receives finished output rows: {@code n} rows from output row {@code y0}, RGB float row-major. */
+    public interface RowSink {
+        void rows(int y0, int n, float[] rgb, int offset);
+    }
+
     /**
-     * Accumulates tile outputs (RGB float, row-major, 3 channels) into a blended output of
-     * outH x outW; call {@link #add} for every tile, then {@link #result}.
+     * Blends tile outputs into an {@code h*scale x w*scale} image and streams every finished output
+     * row to a {@link RowSink}, holding only one band of {@code tileH*scale} output rows: a 12 MP photo at
+     * x2 with 480-row tiles needs ~92 MB here, where a whole double-precision image needed 1.5 GB.
+     *
+     * <p>Tiles must arrive in {@link #planTiles} order (row-major). The weights of a tile grid are
+     * separable, so the sum of weights at an output pixel is {@code rowSum[y] * colSum[x]}: it is
+     * computed once per axis and each tile's contribution is normalized as it is added, so the band
+     * holds final values and needs no weight plane. Rows above the next tile row's start are final
+     * when a tile row ends: they go to the sink and the band moves down.
      */
     public static final class Blender {
-        private final int h, w, scale, overlap, outH, outW;
-        private final double[] acc;
-        private final double[] wsum;
+        private final int scale, overlap, outH, outW, h, w, bandRows;
+        private final double[] rowSum, colSum;
+        private final float[] band;
+        private final RowSink sink;
+        private final List<Integer> rowStarts;
+        private int bandStart = 0, rowIndex = 0, lastY = -1;
+        private boolean finished = false;
 
-        public Blender(int h, int w, int scale, int overlap) {
+        public Blender(int h, int w, int tileH, int tileW, int scale, int overlap, RowSink sink) {
             this.h = h;
             this.w = w;
             this.scale = scale;
             this.overlap = overlap;
             this.outH = h * scale;
             this.outW = w * scale;
-            this.acc = new double[outH * outW * 3];
-            this.wsum = new double[outH * outW];
+            this.sink = sink;
+            this.rowStarts = axisStarts(h, tileH, overlap);
+            this.bandRows = Math.min(tileH, h) * scale;
+            this.band = new float[bandRows * outW * 3];
+            this.rowSum = new double[outH];
+            this.colSum = new double[outW];
+            for (int y : rowStarts) {
+                double[] wy = rowWeights(new Tile(y, 0, tileH, tileW), h, scale, overlap);
+                for (int r = 0; r < wy.length && y * scale + r < outH; r++) rowSum[y * scale + r] += wy[r];
+            }
+            for (int x : axisStarts(w, tileW, overlap)) {
+                double[] wx = colWeights(new Tile(0, x, tileH, tileW), w, scale, overlap);
+                for (int c = 0; c < wx.length && x * scale + c < outW; c++) colSum[x * scale + c] += wx[c];
+            }
+        }
+
+        /** Bytes this blender holds (the band and the two weight sums), whatever the image height. */
+        public long bufferBytes() {
+            return 4L * band.length + 8L * (rowSum.length + colSum.length);
         }
 
         /** Add one tile's output ({@code tile.h*scale x tile.w*scale x 3}, row-major). */
         public void add(Tile t, float[] out) {
+            if (finished) throw new IllegalStateException("add after finish");
+            if (t.y != lastY) {  // a new tile row: what lies above it is final
+                if (t.y < lastY || rowIndex >= rowStarts.size() || rowStarts.get(rowIndex) != t.y) {
+                    throw new IllegalArgumentException("tiles must come in planTiles order; got " + t);
+                }
+                flushTo(t.y * scale);
+                lastY = t.y;
+                rowIndex++;
+            }
             double[] wy = rowWeights(t, h, scale, overlap);
             double[] wx = colWeights(t, w, scale, overlap);
             int th = t.h * scale, tw = t.w * scale;
             for (int r = 0; r < th; r++) {
                 int oy = t.y * scale + r;
                 if (oy >= outH) break;
+                int b = oy - bandStart;
                 for (int c = 0; c < tw; c++) {
                     int ox = t.x * scale + c;
                     if (ox >= outW) break;
-                    double wt = wy[r] * wx[c];
-                    int o = oy * outW + ox;
+                    double sum = rowSum[oy] * colSum[ox];
+                    if (sum <= 0) continue;
+                    float wt = (float) (wy[r] * wx[c] / sum);
+                    int o = (b * outW + ox) * 3;
                     int i = (r * tw + c) * 3;
-                    wsum[o] += wt;
-                    acc[o * 3] += wt * out[i];
-                    acc[o * 3 + 1] += wt * out[i + 1];
-                    acc[o * 3 + 2] += wt * out[i + 2];
+                    band[o] += wt * out[i];
+                    band[o + 1] += wt * out[i + 1];
+                    band[o + 2] += wt * out[i + 2];
                 }
             }
         }
 
-        /** The blended image, RGB float row-major, {@code h*scale x w*scale x 3}. */
-        public float[] result() {
-            float[] res = new float[acc.length];
-            for (int o = 0; o < wsum.length; o++) {
-                for (int k = 0; k < 3; k++) {
-                    res[o * 3 + k] = (float) (acc[o * 3 + k] / wsum[o]);
-                }
+        /** Streams the remaining rows; call once after the last tile. */
+        public void finish() {
+            if (!finished) {
+                flushTo(outH);
+                finished = true;
             }
-            return res;
+        }
+
+        /** Emit rows [bandStart, y) and move the band to start at y. */
+        private void flushTo(int y) {
+            int n = Math.min(y, outH) - bandStart;
+            if (n <= 0) return;
+            sink.rows(bandStart, n, band, 0);
+            int keep = bandRows - n;
+            if (keep > 0) System.arraycopy(band, n * outW * 3, band, 0, keep * outW * 3);
+            java.util.Arrays.fill(band, Math.max(keep, 0) * outW * 3, band.length, 0f);
+            bandStart += n;
         }
     }
 }
