@@ -9,8 +9,20 @@ from pathlib import Path
 
 from .errors import SrDeployError
 
-__all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir", "FolderLock", "staging_dir",
-           "swap_in"]
+__all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir", "FolderLock", "read_user_json",
+           "staging_dir", "swap_in"]
+
+
+def read_user_json(path: Path, max_bytes: int, kind: str, label: str | None = None):
+    """A user's JSON file, parsed: larger than *max_bytes* or unreadable is one clear error that
+    never echoes the content (*kind*: what the file should be; *label*: how to name it)."""
+    label = label or str(path)
+    try:
+        if path.stat().st_size > max_bytes:
+            raise SrDeployError(f"{label} is larger than {max_bytes >> 20} MB: not {kind}")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SrDeployError(f"{label} is not readable JSON ({type(exc).__name__})") from None
 
 
 def _tmp_beside(dest: Path) -> Path:

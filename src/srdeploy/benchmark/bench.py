@@ -129,16 +129,15 @@ class _Worker:
     def __init__(self, setting: BenchSetting, timeout: float = DEFAULT_TIMEOUT_S,
                  memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB) -> None:
         self.setting, self.timeout = setting, timeout
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(setting.threads))
         #: the GPU accelerator's log (Dawn names the adapter it selected there); others' stderr is dropped
-        self.log = None
+        self.log, base = None, os.environ
         if setting.delegate.startswith("gpu"):
             import tempfile
 
             from ..targets.gpu import run_env
 
-            env = dict(run_env(), TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(setting.threads))
-            self.log = tempfile.TemporaryFile()
+            base, self.log = run_env(), tempfile.TemporaryFile()
+        env = dict(base, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(setting.threads))
         linux = sys.platform.startswith("linux")
         self.proc = subprocess.Popen([sys.executable, "-m", "srdeploy.benchmark.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log or subprocess.DEVNULL, text=True, env=env,

@@ -119,17 +119,12 @@ MAX_COMPARE_BYTES = 16 << 20
 def _compare(files: list[str]) -> int:
     """Rows of sr-bench-shaped JSON files (this tool's --json, the app's bench.json) in one table.
     The files are a user's: each is validated before anything is printed."""
-    import json as _json
+    from ..fsutil import read_user_json
 
     rows = []
     for f in files:
         path = Path(f)
-        try:
-            if path.stat().st_size > MAX_COMPARE_BYTES:
-                raise SrDeployError(f"{f} is larger than {MAX_COMPARE_BYTES >> 20} MB: not a bench JSON")
-            doc = _json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise SrDeployError(f"--compare {f}: not readable JSON ({type(exc).__name__})") from None
+        doc = read_user_json(path, MAX_COMPARE_BYTES, "a bench JSON", label=f"--compare {f}")
         if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or not isinstance(doc.get("machine"), dict):
             raise SrDeployError(f"--compare {f}: not an sr-bench JSON (needs 'machine' and a 'results' list)")
         m = doc["machine"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..cli_util import OneLineParser, run_cli
 from ..errors import SrDeployError
-from ..fsutil import staging_dir, swap_in
+from ..fsutil import read_user_json, staging_dir, swap_in
 from ..models.weights import sha256_file
 
 __all__ = ["bundle", "APP_DTYPES", "ASSET_SUBDIR"]
@@ -74,12 +74,7 @@ def read_export_manifest(man_path: Path) -> dict:
     a user's file: the messages name the offending field, never echo its (possibly hostile) value."""
     import jsonschema
 
-    try:
-        if man_path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise SrDeployError(f"{man_path} is larger than {MAX_MANIFEST_BYTES >> 20} MB: not an sr-export manifest")
-        manifest = json.loads(man_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SrDeployError(f"{man_path} is not readable JSON ({type(exc).__name__})") from None
+    manifest = read_user_json(man_path, MAX_MANIFEST_BYTES, "an sr-export manifest")
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
     err = next(iter(sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))), None)
     if err is not None:

@@ -183,13 +183,10 @@ class GpuRunner(GuestRunner):
     kind = "tflite-gpu"
 
     def __init__(self, model: Path | bytes, mode: str = "fp16", threads: int = 1, _check: bool = True) -> None:
-        info = is_ready() if _check else json.loads((target_dir() / "ready.json").read_text()) \
-            if (target_dir() / "ready.json").is_file() else {"icd": str(target_dir() / "lvp_icd.json"),
-                                                              "root": str(target_dir() / "root")}
-        if info is None:
-            raise SrDeployError("gpu is not set up: run `sr-target setup gpu` once (about 30 s)")
+        # (_check=False: setup's own probe, before ready.json exists)
+        env = run_env() if _check else _env(target_dir() / "root", target_dir() / "lvp_icd.json")
         self.core = f"gpu ({mode})"
-        super().__init__([sys.executable], _env(Path(info["root"]), Path(info["icd"])), model,
+        super().__init__([sys.executable], env, model,
                          {"runtime": "gpu-fp32" if mode == "fp32" else "gpu"}, f"gpu:{mode}")
 
     @property
