@@ -220,3 +220,71 @@ def test_bundle_carries_the_npu_model_and_no_host_path(rtc_export, tmp_path):
     with pytest.raises(SrDeployError, match="does not match the checksum"):
         bundle(export, app)
     assert (dest / "model_int8.SM8650.tflite").read_bytes() == before
+
+
+# --- the compile check (android_demo/compile_check.sh): aapt2, javac, kotlinc 1.9.24 + stand-ins ---
+
+CHECK = APP / "compile_check.sh"
+
+
+@pytest.fixture(scope="session")
+def compile_tools():
+    """The check's tools, installed on first use (~30 s) or found in the cache; not installable
+    (offline, no apt-get) is a skip here and a failure under CI=true."""
+    from .conftest import IN_CI
+
+    r = subprocess.run(["bash", str(CHECK), "--setup"], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        msg = f"the compile check's tools could not be set up: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _compile_check(app: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(CHECK), *([str(app)] if app else [])], capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_compile_check_passes_on_the_app(compile_tools):
+    r = _compile_check()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "compile check passed" in r.stdout
+    assert "0 Kotlin warnings" in r.stdout, r.stderr[-3000:]
+
+
+#: one mistake per compiler step, each as a user would make it: (file, text, replacement, the step
+#: that must fail, what its first error must name)
+PLANTED = {
+    "kotlin-type-error": ("app/src/main/java/dev/srdeploy/demo/ModelManifest.kt", None,
+                          "\nprivate val planted: Int = \"not an int\"\n", "kotlinc (app)", "ModelManifest.kt"),
+    "litert-signature": ("app/src/main/java/dev/srdeploy/demo/SuperResolver.kt",
+                         "inputs[0].writeFloat(floatIn)", "inputs[0].writeFloat(byteIn!!)", "kotlinc (app)",
+                         "SuperResolver.kt"),
+    "missing-view-id": ("app/src/main/java/dev/srdeploy/demo/MainActivity.kt",
+                        "R.id.timings)", "R.id.timingz)", "kotlinc (app)", "MainActivity.kt"),
+    "layout-attribute": ("app/src/main/res/layout/activity_main.xml",
+                         "android:layout_width=", "android:layout_widht=", "aapt2 link", "activity_main.xml"),
+    "tiler-java": ("tiling/src/main/java/dev/srdeploy/tiling/Tiler.java",
+                   "public final class Tiler {", "public final class Tiler { int planted = \"x\";", "javac (tiling)",
+                   "Tiler.java"),
+}
+
+
+@pytest.mark.parametrize("plant", sorted(PLANTED))
+def test_compile_check_fails_on_a_planted_error(compile_tools, tmp_path, plant):
+    rel, old, new, step, where = PLANTED[plant]
+    app = tmp_path / "android_demo"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("build", ".gradle", "assets", "compile_check*"))
+    target = app / rel
+    text = target.read_text()
+    if old is None:
+        planted = text + new
+    else:
+        assert text.count(old) >= 1, f"{rel} no longer holds {old!r}: update the plant"
+        planted = text.replace(old, new, 1)
+    target.write_text(planted)
+    r = _compile_check(app)
+    assert r.returncode == 1, (r.returncode, r.stdout[-1500:], r.stderr[-1500:])
+    first = next(line for line in r.stderr.splitlines() if line.startswith("compile check FAILED"))
+    assert f"FAILED at {step}:" in first and where in first, first

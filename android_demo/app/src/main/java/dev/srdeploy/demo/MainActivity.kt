@@ -14,6 +14,7 @@ import android.os.Build
 import android.os.Bundle
 import android.os.SystemClock
 import android.provider.MediaStore
+import android.view.View
 import android.widget.ArrayAdapter
 import android.widget.Button
 import android.widget.ProgressBar
@@ -61,25 +62,35 @@ class MainActivity : AppCompatActivity() {
         bmp?.let { setInput(it) }
     }
 
+    /**
+     * findViewById with a checked cast. Not the generic `findViewById<T>`: that form is API 26's, and
+     * the app also compiles against API 23's android.jar (android_demo/compile_check.sh), whose
+     * findViewById returns View.
+     */
+    private inline fun <reified T : View> view(id: Int): T {
+        val v: View = findViewById(id) ?: throw IllegalStateException("no view ${resources.getResourceEntryName(id)} in the layout")
+        return v as? T ?: throw IllegalStateException("view ${resources.getResourceEntryName(id)} is a ${v.javaClass.simpleName}, not a ${T::class.java.simpleName}")
+    }
+
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_main)
         manifest = try {
             ModelManifest.load(this)
         } catch (e: Exception) {
-            findViewById<TextView>(R.id.modelInfo).text =
+            view<TextView>(R.id.modelInfo).text =
                 "No usable model bundled (${e.message}). Run: sr-bundle EXPORT_DIR --app android_demo"
             return
         }
-        findViewById<TextView>(R.id.modelInfo).text = with(manifest) {
+        view<TextView>(R.id.modelInfo).text = with(manifest) {
             "$model x$scale, $precision, tile ${tileHeight}x$tileWidth (overlap $overlap), I/O $inputDtype -> $outputDtype, " +
                 "tries ${accelerators.joinToString(" -> ") { it.key }}" +
                 (if (compiled.isEmpty()) "" else ", NPU models for ${compiled.keys.joinToString()}")
         }
-        val spinner = findViewById<Spinner>(R.id.backendSpinner)
+        val spinner = view<Spinner>(R.id.backendSpinner)
         spinner.adapter = ArrayAdapter(this, android.R.layout.simple_spinner_dropdown_item, Backend.values().map { it.label })
-        val threadsLabel = findViewById<TextView>(R.id.threadsLabel)
-        val threadsSeek = findViewById<SeekBar>(R.id.threadsSeek)
+        val threadsLabel = view<TextView>(R.id.threadsLabel)
+        val threadsSeek = view<SeekBar>(R.id.threadsSeek)
         fun threads() = threadsSeek.progress + 1
         threadsSeek.progress = 1
         threadsLabel.text = getString(R.string.threads, threads())
@@ -90,20 +101,20 @@ class MainActivity : AppCompatActivity() {
             override fun onStartTrackingTouch(sb: SeekBar?) {}
             override fun onStopTrackingTouch(sb: SeekBar?) {}
         })
-        val compare = findViewById<CompareView>(R.id.compareView)
-        findViewById<SeekBar>(R.id.compareSeek).setOnSeekBarChangeListener(object : SeekBar.OnSeekBarChangeListener {
+        val compare = view<CompareView>(R.id.compareView)
+        view<SeekBar>(R.id.compareSeek).setOnSeekBarChangeListener(object : SeekBar.OnSeekBarChangeListener {
             override fun onProgressChanged(sb: SeekBar?, p: Int, fromUser: Boolean) { compare.split = p / 1000f }
             override fun onStartTrackingTouch(sb: SeekBar?) {}
             override fun onStopTrackingTouch(sb: SeekBar?) {}
         })
-        findViewById<Button>(R.id.pickButton).setOnClickListener { pickImage.launch("image/*") }
-        findViewById<Button>(R.id.cameraButton).setOnClickListener { takePicture.launch(null) }
-        findViewById<Button>(R.id.sampleButton).setOnClickListener { setInput(sampleImage()) }
-        findViewById<Button>(R.id.runButton).setOnClickListener {
+        view<Button>(R.id.pickButton).setOnClickListener { pickImage.launch("image/*") }
+        view<Button>(R.id.cameraButton).setOnClickListener { takePicture.launch(null) }
+        view<Button>(R.id.sampleButton).setOnClickListener { setInput(sampleImage()) }
+        view<Button>(R.id.runButton).setOnClickListener {
             run(Backend.values()[spinner.selectedItemPosition], threads())
         }
-        findViewById<Button>(R.id.saveButton).setOnClickListener { save() }
-        findViewById<Button>(R.id.benchButton).setOnClickListener { benchmark(threads()) }
+        view<Button>(R.id.saveButton).setOnClickListener { save() }
+        view<Button>(R.id.benchButton).setOnClickListener { benchmark(threads()) }
         setInput(sampleImage())
     }
 
@@ -133,14 +144,14 @@ class MainActivity : AppCompatActivity() {
     private fun setInput(bmp: Bitmap) {
         input = bmp.copy(Bitmap.Config.ARGB_8888, false)
         output = null
-        findViewById<CompareView>(R.id.compareView).apply { before = input; after = null }
-        findViewById<Button>(R.id.saveButton).isEnabled = false
+        view<CompareView>(R.id.compareView).apply { before = input; after = null }
+        view<Button>(R.id.saveButton).isEnabled = false
     }
 
     private fun run(backend: Backend, threads: Int) {
         val src = input ?: return
-        val progress = findViewById<ProgressBar>(R.id.progress)
-        val timings = findViewById<TextView>(R.id.timings)
+        val progress = view<ProgressBar>(R.id.progress)
+        val timings = view<TextView>(R.id.timings)
         var skipped: String? = null
         lifecycleScope.launch {
             val result = withContext(Dispatchers.Default) {
@@ -156,8 +167,8 @@ class MainActivity : AppCompatActivity() {
             result.onSuccess { (bmp, stats) ->
                 output = bmp
                 val scaled = Bitmap.createScaledBitmap(src, bmp.width, bmp.height, true)
-                findViewById<CompareView>(R.id.compareView).apply { before = scaled; after = bmp }
-                findViewById<Button>(R.id.saveButton).isEnabled = true
+                view<CompareView>(R.id.compareView).apply { before = scaled; after = bmp }
+                view<Button>(R.id.saveButton).isEnabled = true
                 val t = stats.tileMs
                 timings.text = buildString {
                     append("${stats.backend}: ${src.width}x${src.height} -> ${bmp.width}x${bmp.height}\n")
@@ -196,7 +207,7 @@ class MainActivity : AppCompatActivity() {
      * `adb pull` and `sr-bench --compare phone.json host.json`.
      */
     private fun benchmark(threads: Int) {
-        val timings = findViewById<TextView>(R.id.timings)
+        val timings = view<TextView>(R.id.timings)
         timings.text = "Benchmarking ${manifest.accelerators.joinToString(" / ") { it.key }}..."
         lifecycleScope.launch {
             val text = withContext(Dispatchers.Default) {
