@@ -83,3 +83,76 @@ def test_runtime_options_are_checked(tmp_path, args, expect):
     f.write_bytes(b"x")
     proc = run_cli("srdeploy.benchmark.bench_cli", str(f), *args)
     assert proc.returncode == 2 and expect in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- sr-export --memory-budget (issue 20, item 3): the CPU setting an app loads the model with ---
+
+def test_choose_the_fastest_setting_that_fits():
+    from srdeploy.benchmark.budget import choose
+
+    rows = [{"setting": "default", "model_memory_mb": 600.0, "median_ms": 200.0},
+            {"setting": "transient-indirection", "model_memory_mb": 150.0, "median_ms": 290.0},
+            {"setting": "broken", "model_memory_mb": 10.0, "median_ms": 1.0, "error": "did not load"}]
+    assert choose(rows, 1000)["setting"] == "default"          # both fit: the faster
+    assert choose(rows, 600)["setting"] == "default"           # the bound is inclusive
+    assert choose(rows, 599.9)["setting"] == "transient-indirection"
+    assert choose(rows, 100) is None                           # an errored row never counts
+
+
+def _app(tmp_path):
+    app = tmp_path / "app_dir"
+    (app / "app").mkdir(parents=True)
+    (app / "app" / "build.gradle.kts").write_text("// stand-in\n")
+    return app
+
+
+def test_memory_budget_is_measured_recorded_and_bundled(tmp_path):
+    from srdeploy.benchmark.budget import fit_budget
+    from srdeploy.errors import SrDeployError
+    from srdeploy.export.bundle import bundle
+
+    out = tmp_path / "e"
+    proc = run_cli("srdeploy.export.cli", "--model", "dipnet_lite", "--size", "32x32", "--out", str(out),
+                   "--memory-budget", "100000", "--memory-runs", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    man = json.loads((out / "manifest.json").read_text())
+    entry = man["runtime"]["artifacts"]["model_fp32.tflite"]
+    assert [c["setting"] for c in entry["candidates"]] == ["default", "transient-indirection"]
+    for c in entry["candidates"]:
+        assert c["error"] is None and c["model_memory_mb"] > 0 and c["median_ms"] > 0 and c["runs"] == 2
+    assert entry["choice"] == min(entry["candidates"], key=lambda c: c["median_ms"])["setting"]
+    assert entry["io_floor_mb"] == pytest.approx((32 * 32 + 64 * 64) * 3 * 4 / 2**20, rel=1e-3)
+    assert "memory budget 100000 MB" in proc.stderr and "<- chosen" in proc.stderr
+    # the bundle carries the chosen flags to the app (none for LiteRT's defaults)
+    entry["choice"] = "transient-indirection"
+    (out / "manifest.json").write_text(json.dumps(man))
+    app = _app(tmp_path)
+    assert json.loads((bundle(out, app) / "manifest.json").read_text())["xnnpack_flags"] == 0x23
+    entry["choice"] = "default"
+    (out / "manifest.json").write_text(json.dumps(man))
+    assert "xnnpack_flags" not in json.loads((bundle(out, app) / "manifest.json").read_text())
+    entry["candidates"][0]["xnnpack_flags"] = -1            # tampered: refused, one line
+    (out / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(SrDeployError, match="xnnpack_flags is not a non-negative 31-bit integer"):
+        bundle(out, app)
+    # below the frame's own input and output tensors: refused before anything is measured
+    with pytest.raises(SrDeployError, match="below what any runtime must hold"):
+        fit_budget(out, man, 0.01)
+
+
+def test_memory_budget_that_nothing_fits_is_one_line_and_exit_2(tmp_path):
+    out = tmp_path / "e"
+    proc = run_cli("srdeploy.export.cli", "--model", "dipnet_lite", "--size", "32x32", "--out", str(out),
+                   "--memory-budget", "0.5", "--memory-runs", "1")
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--memory-budget 0.5 MB: model_fp32.tflite fits in no CPU setting" in last, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
+    man = json.loads((out / "manifest.json").read_text())   # the export itself is complete, and says so
+    assert man["runtime"]["artifacts"]["model_fp32.tflite"]["choice"] is None
+    proc = run_cli("srdeploy.export.bundle", str(out), "--app", str(_app(tmp_path)))
+    assert proc.returncode == 2 and "fits in no CPU setting" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("srdeploy.export.cli", "--model", "dipnet_lite", "--size", "32x32", "--memory-budget", "-3",
+                   "--out", str(tmp_path / "never"))
+    assert proc.returncode == 2 and "positive number of MB" in proc.stderr and not (tmp_path / "never").exists()

@@ -145,6 +145,27 @@ def _npu_models(export_dir: Path, manifest: dict, name: str) -> dict:
     return found
 
 
+def _runtime_choice(manifest: dict, name: str) -> int | None:
+    """The XNNPACK flags ``sr-export --memory-budget`` chose for *name* (None: LiteRT's defaults, or
+    no budget was set); a manifest whose choice for it is missing or malformed is refused."""
+    runtime = manifest.get("runtime")
+    if runtime is None:
+        return None
+    entry = runtime.get("artifacts", {}).get(name) if isinstance(runtime, dict) else None
+    if not isinstance(entry, dict):
+        raise SrDeployError(f"manifest.json: runtime.artifacts has no entry for {name}")
+    if entry.get("choice") is None:
+        raise SrDeployError(f"{name} fits in no CPU setting under the export's --memory-budget "
+                            f"{runtime.get('memory_budget_mb')} MB: not bundled (pick another --artifact)")
+    pick = next((c for c in entry.get("candidates", []) if isinstance(c, dict) and c.get("setting") == entry["choice"]),
+                None)
+    flags = pick.get("xnnpack_flags") if pick else "missing"
+    if flags is not None and (not isinstance(flags, int) or isinstance(flags, bool) or not 0 <= flags < 2**31):
+        raise SrDeployError(f"manifest.json: runtime.artifacts.{name}: the chosen setting's xnnpack_flags is not a "
+                            "non-negative 31-bit integer")
+    return flags
+
+
 def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = None, overlap: int = 8) -> Path:
     """Validate and install; returns the bundle folder."""
     export_dir, app_dir = Path(export_dir), Path(app_dir)
@@ -186,6 +207,9 @@ def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = N
         "model_source": {k: manifest["source"][k] for k in ("kind", "convention", "added_to_graph")
                          if k in manifest.get("source", {})},
     }
+    choice = _runtime_choice(manifest, name)
+    if choice is not None:
+        reduced["xnnpack_flags"] = choice
     compiled = _npu_models(export_dir, manifest, name)
     if compiled:
         reduced["compiled"] = {soc: c["file"] for soc, c in compiled.items()}
@@ -229,7 +253,9 @@ def describe_bundle(dest: Path) -> str:
     return (f"bundled into {dest}: {man['file']} ({man['precision']}, x{man['scale']}, "
             f"{'x'.join(map(str, i['shape']))} {i['dtype']} -> {'x'.join(map(str, o['shape']))} {o['dtype']}), "
             + "".join(f"{f} (NPU, {soc}), " for soc, f in sorted(man.get("compiled", {}).items()))
-            + f"manifest.json; the app tries {' -> '.join(a.upper() for a in man['accelerators'])}")
+            + f"manifest.json; the app tries {' -> '.join(a.upper() for a in man['accelerators'])}"
+            + (f"; its CPU path sets XNNPACK flags {man['xnnpack_flags']:#x} (the export's --memory-budget)"
+               if man.get("xnnpack_flags") is not None else ""))
 
 
 def entry() -> None:

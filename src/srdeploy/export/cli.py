@@ -102,6 +102,13 @@ def build_parser() -> OneLineParser:
                    help="after a passing export, time every .tflite with sr-bench (2 threads, interleaved) and add "
                         "latency and peak memory to the table and the manifest")
     p.add_argument("--bench-runs", type=int, default=6, metavar="N", help="timed runs per artifact for --bench")
+    p.add_argument("--memory-budget", type=float, metavar="MB",
+                   help="after a passing export, measure every .tflite in each CPU setting an app can choose "
+                        "(XNNPACK default / transient indirection buffers), pick per artifact the fastest whose own "
+                        "peak memory fits MB, report its latency cost and record it in the manifest (\"runtime\") "
+                        "and the bundle; exit 2 when the artifact to ship fits in none")
+    p.add_argument("--memory-runs", type=int, default=3, metavar="N",
+                   help="timed runs per artifact and setting for --memory-budget (default 3)")
     p.add_argument("--target", action="append", metavar="T",
                    help="after a passing export, run every .tflite on a phone's kernels off-device and record the "
                         "figures in the manifest's \"targets\": arm64[:CORE] (LiteRT's ARM CPU kernels under QEMU; "
@@ -143,6 +150,29 @@ def _bench(out_dir: Path, manifest: dict, runs: int) -> dict:
     return manifest
 
 
+def _memory_budget(out_dir: Path, manifest: dict, budget_mb: float, runs: int, ship: str | None) -> dict:
+    """--memory-budget: the app setting per artifact (benchmark/budget.py), kept in the manifest; the
+    artifact to ship (--bundle-artifact, else the one sr-bundle would take) must fit."""
+    from ..benchmark.budget import fit_budget, format_budget
+    from ..errors import SrDeployError
+    from ..fsutil import atomic_write_json
+    from .bundle import PREFERENCE
+
+    runtime = fit_budget(out_dir, manifest, budget_mb, runs=runs,
+                         log=lambda m: print(f"memory budget: {m}", file=sys.stderr))
+    manifest["runtime"] = runtime
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    print(format_budget(runtime), file=sys.stderr)
+    arts = runtime["artifacts"]
+    ship = ship or next((p for p in PREFERENCE if p in arts), next(iter(arts)))
+    if arts[ship]["choice"] is None:
+        mems = [c["model_memory_mb"] for c in arts[ship]["candidates"] if c.get("model_memory_mb") is not None]
+        least = f"; the least it took was {min(mems):.0f} MB" if mems else ""
+        raise SrDeployError(f"--memory-budget {budget_mb:g} MB: {ship} fits in no CPU setting{least} (the export is "
+                            f"complete in {out_dir}; export a smaller --size and let the app tile, or raise the budget)")
+    return manifest
+
+
 def _bench_table(bench: dict) -> str:
     rows = [f"\nlatency ({bench['threads']} threads, {bench['runs']} interleaved runs, LiteRT CPU):",
             f"  {'artifact':<22} {'median ms':>10} {'min ms':>8} {'peak RSS MB':>12}"]
@@ -180,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.bench and args.bench_runs < 1:
         raise SrDeployError("--bench-runs must be >= 1")
+    if args.memory_budget is not None and not args.memory_budget > 0:
+        raise SrDeployError(f"--memory-budget must be a positive number of MB, got {args.memory_budget:g}")
+    if args.memory_runs < 1:
+        raise SrDeployError("--memory-runs must be >= 1")
     if args.onnx is not None:
         if args.model != "auto":
             raise SrDeployError("--onnx and --model exclude each other")
@@ -214,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = json.loads((exporter.out_dir / "manifest.json").read_text())
     if args.bench:
         manifest = _bench(exporter.out_dir, manifest, args.bench_runs)
+    if args.memory_budget is not None:
+        manifest = _memory_budget(exporter.out_dir, manifest, args.memory_budget, args.memory_runs,
+                                  args.bundle_artifact)
     from ..targets import OK_STATUSES
 
     targets_ok = not target_results or all(r.get("status") in OK_STATUSES for a in target_results.values()

@@ -5,7 +5,8 @@
 // litert/kotlin/src/main/kotlin/com/google/ai/edge/litert/{Common,Model,Environment,TensorBuffer,
 // AcceleratorProvider,LiteRtException}.kt: the classes the demo app uses, each with its public
 // members (names, parameter types, defaults, nullability, @Throws). Internal and private members,
-// TensorBufferRequirements, TensorType and the Qualcomm/GPU option maps' keys are left out.
+// TensorBufferRequirements, TensorType, QualcommOptions, the option maps' keys and Status codes
+// past ErrorCompilation (504) are left out.
 // This file is never packaged: android_demo/compile_check.sh compiles it into a throwaway jar that
 // the app's Kotlin is type-checked against, where the real .aar (Google Maven) is unreachable.
 @file:Suppress("UNUSED_PARAMETER", "unused")

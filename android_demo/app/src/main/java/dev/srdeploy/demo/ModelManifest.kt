@@ -42,6 +42,8 @@ data class ModelManifest(
     /** SoC (Build.SOC_MODEL, e.g. "SM8650") -> model compiled for its NPU */
     val compiled: Map<String, String>,
     val accelerators: List<Accel>,
+    /** XNNPACK flags for the CPU path, as `sr-export --memory-budget` measured and chose them; null: LiteRT's defaults */
+    val xnnpackFlags: Int?,
 ) {
     class BadManifest(message: String) : Exception(message)
 
@@ -127,10 +129,14 @@ data class ModelManifest(
             } ?: listOf(Accel.GPU, Accel.CPU)
             check(accel.isNotEmpty() && accel.toSet().size == accel.size, "accelerators must be a non-empty list without repeats")
             check(Accel.NPU !in accel || compiled.isNotEmpty(), "accelerators lists npu but no compiled model is bundled")
+            val flags = if (json.isNull("xnnpack_flags")) null else json.get("xnnpack_flags").let { v ->
+                check(v is Int && v >= 0, "xnnpack_flags must be a non-negative integer")
+                v as Int
+            }
             val model = json.getString("model")
             check(model.isNotBlank() && model.length <= 64, "model must be a name of 1..64 characters")
             return ModelManifest(model, scale, file, precision, inShape[1], inShape[2], overlap, inDtype, outDtype,
-                inScale, inZero, outScale, outZero, compiled, accel)
+                inScale, inZero, outScale, outZero, compiled, accel, flags)
         }
 
         private fun ints(a: JSONArray, name: String): List<Int> = (0 until a.length()).map { i ->

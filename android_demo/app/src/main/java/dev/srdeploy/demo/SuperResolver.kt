@@ -77,9 +77,11 @@ class SuperResolver(context: Context, val manifest: ModelManifest, backend: Back
                 CompiledModel.Options(Accelerator.GPU)) to "GPU (${manifest.file})"
             Accel.CPU -> {
                 val options = CompiledModel.Options(Accelerator.CPU)
-                options.cpuOptions = CompiledModel.CpuOptions(numThreads = threads)
+                // the flags the export's --memory-budget measured (e.g. transient indirection buffers), else LiteRT's
+                options.cpuOptions = CompiledModel.CpuOptions(numThreads = threads, xnnPackFlags = manifest.xnnpackFlags)
                 CompiledModel.create(assets, "${ModelManifest.ASSET_DIR}/${manifest.file}", options) to
-                    "CPU (XNNPACK, $threads threads, ${manifest.file})"
+                    "CPU (XNNPACK, $threads threads" +
+                    (manifest.xnnpackFlags?.let { ", flags 0x" + Integer.toHexString(it) } ?: "") + ", ${manifest.file})"
             }
         }
     }
