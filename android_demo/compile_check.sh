@@ -33,7 +33,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STANDINS="$HERE/compile_check/standins"
 TOOLS="${SRDEPLOY_ANDROID_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/srdeploy/android-tools}"
-MIRROR="http://deb.debian.org/debian"
+MIRROR="${SRDEPLOY_DEBIAN_MIRROR:-http://deb.debian.org/debian}"  # a local mirror may stand in
 KOTLIN_VERSION=1.9.24
 KOTLIN_URL="https://registry.npmjs.org/kotlin-compiler/-/kotlin-compiler-$KOTLIN_VERSION.tgz"
 KOTLIN_SHA512=cac4def5e950a9067f4236664ca5f2028a72253fef5d926f280435c3b85cb661492905994aaccdb62f09bc0d17ac838606cc127a0e5428397843ef34ad49c556
@@ -64,8 +64,11 @@ setup_tools() {
                 -oDebug::NoLocking=1 -oAPT::Sandbox::User="$user")
     echo "compile check: setting up its tools in $TOOLS (about 30 s, ~60 MB of downloads; nothing installed system-wide)" >&2
     echo "  [1/3] apt-get update (a private sources list: bookworm + bullseye)" >&2
-    apt-get "${opts[@]}" update -q >"$staging/apt.log" 2>&1 && ! grep -q '^Err:' "$staging/apt.log" \
-        || { rm -rf "$staging"; die "apt-get update failed (offline? it reads $MIRROR): $(tail -1 "$staging/apt.log" 2>/dev/null)"; }
+    if ! apt-get "${opts[@]}" update -q >"$staging/apt.log" 2>&1 || grep -q '^Err:' "$staging/apt.log"; then
+        local e; e=$(grep -m1 -E '^(Err|E|W):' "$staging/apt.log" || tail -1 "$staging/apt.log")
+        rm -rf "$staging"
+        die "apt-get update failed (offline? it reads $MIRROR): $e"
+    fi
     echo "  [2/3] apt-get download aapt2, framework-res, android.jar (API 23)" >&2
     (cd "$staging/debs" && apt-get "${opts[@]}" download "${DEBS[@]}" >"$staging/apt.log" 2>&1) \
         || { local e; e=$(tail -1 "$staging/apt.log"); rm -rf "$staging"; die "apt-get download failed: $e"; }

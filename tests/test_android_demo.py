@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -288,3 +289,14 @@ def test_compile_check_fails_on_a_planted_error(compile_tools, tmp_path, plant):
     assert r.returncode == 1, (r.returncode, r.stdout[-1500:], r.stderr[-1500:])
     first = next(line for line in r.stderr.splitlines() if line.startswith("compile check FAILED"))
     assert f"FAILED at {step}:" in first and where in first, first
+
+
+def test_compile_check_offline_setup_is_one_line_and_leaves_nothing(tmp_path):
+    env = {**os.environ, "SRDEPLOY_ANDROID_TOOLS": str(tmp_path / "tools"),
+           "SRDEPLOY_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"}  # nothing listens on port 9
+    r = subprocess.run(["bash", str(CHECK), "--setup"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("compile check: apt-get update failed (offline?")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tools.lock"]  # no tools, no half-made staging folder
+    r = subprocess.run(["bash", str(CHECK), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "is not the demo app's folder" in r.stderr.strip().splitlines()[-1]
