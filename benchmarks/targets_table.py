@@ -6,6 +6,9 @@ Exports each model (FP32, FP16 with fp16 arithmetic allowed, INT8 post-training 
     python benchmarks/targets_table.py --out benchmarks/results/targets_table.json [--cores cortex-a76,cortex-a53] [--gpu]
                                        [--qualcomm SM8650,SM8350] [--reuse]
 
+``--qat-steps N``: the INT8 rows of a quantization-aware fine-tuned export (sr-export --qat-steps N),
+FP32 beside it, in a folder of their own; their rows carry ``qat_steps`` and merge with the others.
+
 ``--qualcomm``: each artifact compiled for those SoCs and, fully offloaded, run on QNN's HTP
 simulator. ``--reuse``: an existing export in --work is checked on the requested targets only
 (``sr-target check``) instead of exported again.
@@ -45,7 +48,8 @@ def _table(rows: list[dict]) -> str:
         psnr = f"{s5['psnr_y_target']:.3f} ({s5['psnr_y_reference']:.3f})" if s5 else "-"
         drop = f"{s5['drop_db_on_target']:.3f} dB" if s5 else "-"
         status = r["status"] + (f": {r['error'][:60]}" if r.get("error") else "")
-        lines.append(f"| {r['model']} x{r['scale']} | {r['size']} | {r['artifact']} | {r['target']} | {ref} | {host} | "
+        art = r["artifact"] + (f" (QAT, {r['qat_steps']} steps)" if r.get("qat_steps") else "")
+        lines.append(f"| {r['model']} x{r['scale']} | {r['size']} | {art} | {r['target']} | {ref} | {host} | "
                      f"{psnr} | {drop} | {status} |")
     return "\n".join(lines)
 
@@ -59,6 +63,9 @@ def main() -> int:
     ap.add_argument("--qualcomm", help="comma-separated SoCs (e.g. SM8650,SM8350): compile and run on the HTP simulator")
     ap.add_argument("--reuse", action="store_true", help="check existing exports in --work on the targets only")
     ap.add_argument("--only", help="comma-separated model names")
+    ap.add_argument("--qat-steps", type=int, default=0, metavar="N",
+                    help="INT8 after N steps of quantization-aware fine-tuning (sr-export --qat-steps; FP32 and INT8 "
+                         "only, in an export folder of its own, rows marked with the steps)")
     args = ap.parse_args()
     from srdeploy.export.cli import main as export_main
     from srdeploy.targets import parse_target
@@ -73,8 +80,9 @@ def main() -> int:
     for model, scale, size in ROWS:
         if args.only and model not in args.only.split(","):
             continue
-        out = Path(args.work) / f"{model}_x{scale}_{size}"
-        argv = ["--model", model, "--scale", str(scale), "--size", size, "--fp16", "--fp16-arithmetic", "--int8",
+        out = Path(args.work) / (f"{model}_x{scale}_{size}" + (f"_qat{args.qat_steps}" if args.qat_steps else ""))
+        precisions = ["--qat-steps", str(args.qat_steps)] if args.qat_steps else ["--fp16", "--fp16-arithmetic"]
+        argv = ["--model", model, "--scale", str(scale), "--size", size, *precisions, "--int8",
                 "--calib", str(calib), "--out", str(out), "--json", *targets]
         t = time.time()
         print(f"== {model} x{scale} {size}", file=sys.stderr, flush=True)
@@ -93,15 +101,16 @@ def main() -> int:
             if label not in wanted:  # (a reused export keeps the rows of earlier runs in its manifest)
                 continue
             for name, r in arts.items():
-                rows.append({"model": model, "scale": scale, "size": size, "artifact": name, "target": label, **r})
+                rows.append({"model": model, "scale": scale, "size": size, "artifact": name, "target": label, **r,
+                             **({"qat_steps": args.qat_steps} if args.qat_steps else {})})
         print(f"   rc {rc}, {time.time() - t:.0f} s", file=sys.stderr, flush=True)
     out_path = Path(args.out)
     command, earlier = "python " + " ".join(sys.argv), []
     if out_path.is_file() and (args.only or args.reuse):  # keep the rows of other models / targets of earlier runs
         before = json.loads(out_path.read_text())
         earlier = [c for c in before.get("commands", [before.get("command")]) if c]
-        done = {(r["model"], r["size"], r["target"]) for r in rows}
-        rows = [r for r in before["rows"] if (r["model"], r["size"], r["target"]) not in done] + rows
+        done = {(r["model"], r["size"], r["target"], r.get("qat_steps")) for r in rows}
+        rows = [r for r in before["rows"] if (r["model"], r["size"], r["target"], r.get("qat_steps")) not in done] + rows
     result = {"command": command, "commands": earlier + [command], "date": dt.date.today().isoformat(),
               "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "wall_s": round(time.time() - t0),
               "rows": rows}

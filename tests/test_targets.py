@@ -334,3 +334,22 @@ def test_qualcomm_localise_int8_tensor_by_tensor(npu_results, capsys):
     assert len(rows) > 20 and rows[0]["op"] == "QUANTIZE" and rows[0]["max_lsb"] == 0
     assert all(isinstance(r["max_lsb"], int) and 0 <= r["fraction_off"] <= 1 for r in rows)
     assert rows[-1]["shape"][1:3] == [128, 128]  # the pixel-shuffled output
+
+
+def test_qualcomm_localise_float_tensor_by_tensor(npu_results, capsys):
+    """An FP16 file (computed in fp16 by the HTP) localised on noise: every float activation, its
+    max |Δ| from the host's float32 and the PSNR against its own peak — finite, below fp32's exactness,
+    and the first conv already carries fp16's rounding."""
+    from srdeploy.targets.cli import main as target_main
+
+    copy, _ = npu_results
+    rc = run_cli("sr-target", target_main, ["localise", str(copy), "--target", "qualcomm:SM8650", "--artifact",
+                                            "model_fp16.tflite", "--input", "noise", "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = doc["tensors"]
+    assert doc["input"] == "uniform random (seed 0)" and len(rows) > 20
+    assert not any("DEQUANTIZE" == r["op"] for r in rows)  # the FP16 weights' dequantization is not an activation
+    assert all(r["max_abs"] >= 0 and r["peak"] > 0 for r in rows)
+    conv = next(r for r in rows if r["op"].startswith("CONV_2D"))
+    assert 0 < conv["max_abs"] and 40 < conv["psnr_db"] < 120  # fp16 arithmetic, not fp32's ~140 dB

@@ -34,11 +34,14 @@ def build_parser() -> OneLineParser:
     c.add_argument("--artifact", action="append", metavar="FILE", help="only this .tflite (repeatable; default all)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
-    lo = sub.add_parser("localise", help="where an INT8 artifact's NPU result leaves the host's: every tensor on the "
-                        "HTP simulator against this host's LiteRT, in LSB, in op order")
+    lo = sub.add_parser("localise", help="where an artifact's NPU result leaves the host's: every tensor on the "
+                        "HTP simulator against this host's LiteRT, in op order (INT8: in LSB; float: PSNR)")
     lo.add_argument("export_dir", metavar="EXPORT_DIR")
     lo.add_argument("--target", required=True, metavar="qualcomm:<SoC>")
     lo.add_argument("--artifact", default="model_int8.tflite")
+    lo.add_argument("--input", choices=("image", "noise"), default="image",
+                    help="the parity image (default) or the parity check's uniform random input")
+    lo.add_argument("--seed", type=int, default=0, help="seed of --input noise (default 0, as sr-target check)")
     lo.add_argument("--json", action="store_true", help="print every tensor's figures as JSON")
     sub.add_parser("list", help="which targets are set up")
     return p
@@ -99,17 +102,27 @@ def _localise(args, target) -> int:
 
     _, h, w, _ = TFLiteRunner(art).input_shape
     scale = json.loads((Path(args.export_dir) / "manifest.json").read_text())["scale"]
-    img, desc = parity_image(h, w, scale)
-    rows = localise(art, target.option, (img.astype(np.float32) / 255.0)[None], log=lambda m: print(m, file=sys.stderr))
+    if args.input == "noise":
+        x, desc = np.random.default_rng(args.seed).random((1, h, w, 3), dtype=np.float32), f"uniform random (seed {args.seed})"
+    else:
+        img, desc = parity_image(h, w, scale)
+        x = (img.astype(np.float32) / 255.0)[None]
+    rows = localise(art, target.option, x, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps({"input": desc, "tensors": rows}, indent=1))
         return 0
-    first = next((r for r in rows if r["max_lsb"] > 2), None)
-    print(f"{len(rows)} int8 tensors of {art.name} on the {target.label} HTP simulator vs this host, input {desc}:")
+    is_int8 = bool(rows) and "max_lsb" in rows[0]
+    first = next((r for r in rows if (r["max_lsb"] > 2 if is_int8 else r["psnr_db"] < 50.0)), None)
+    kind = "int8" if is_int8 else "float"
+    print(f"{len(rows)} {kind} tensors of {art.name} on the {target.label} HTP simulator vs this host, input {desc}:")
     for r in rows:
-        mark = "  <- first above 2 LSB" if r is first else ""
-        print(f"  {r['op']:<16} {str(r['shape']):<20} max {r['max_lsb']:>3} LSB  mean {r['mean_lsb']:.2f}  "
-              f"{100 * r['fraction_off']:.0f}% off  {r['tensor'][:40]}{mark}")
+        if is_int8:
+            mark = "  <- first above 2 LSB" if r is first else ""
+            figures = f"max {r['max_lsb']:>3} LSB  mean {r['mean_lsb']:.2f}  {100 * r['fraction_off']:.0f}% off"
+        else:
+            mark = "  <- first below 50 dB" if r is first else ""
+            figures = f"max |d| {r['max_abs']:.1e}  peak {r['peak']:8.3f}  {r['psnr_db']:6.1f} dB"
+        print(f"  {r['op']:<16} {str(r['shape']):<20} {figures}  {r['tensor'][:40]}{mark}")
     return 0
 
 

@@ -372,11 +372,14 @@ class SimulatorRunner:
 
 
 def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
-    """Where an INT8 artifact's NPU result leaves the host's: every intermediate activation of the
-    graph is made an output too (a copy of the artifact), the copy is compiled for *soc* and run on
-    the HTP simulator, and each tensor is compared with the same tensor of this host's LiteRT
-    (``experimental_preserve_all_tensors``), in LSB of its own quantization step, in the graph's op
-    order. The first tensor whose drift exceeds 2 LSB is where the NPU's arithmetic departs.
+    """Where an artifact's NPU result leaves the host's: every intermediate activation of the graph
+    is made an output too (a copy of the artifact), the copy is compiled for *soc* and run on the
+    HTP simulator, and each tensor is compared with the same tensor of this host's LiteRT
+    (``experimental_preserve_all_tensors``), in the graph's op order. INT8: in LSB of the tensor's
+    own quantization step; the first tensor whose drift exceeds 2 LSB is where the NPU's arithmetic
+    departs. Float (FP32/FP16 files, which the HTP computes in fp16): max |Δ| and the PSNR of the
+    difference against the tensor's own peak |value|; the first tensor below 50 dB (the FP16 gate)
+    is where fp16 loses what the output later misses.
     (Extra outputs keep the compiler from fusing across them, so this is a diagnosis of the ops,
     not a bit-exact replay of the shipped model.)"""
     import tempfile
@@ -392,12 +395,23 @@ def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
     sg = model.subgraphs[0]
     names = op_name_map()
     consts = {i for i, t in enumerate(sg.tensors) if model.buffers[t.buffer].data is not None}
-    order = []  # (tensor index, producing op kind), in op order, quantized activations only
+    def quantized(t) -> bool:
+        return t.type in (3, 9) and t.quantization is not None and t.quantization.scale is not None \
+            and len(t.quantization.scale) == 1
+
+    def activation(o, op) -> bool:  # a run-time tensor: not a constant, nor computed from constants only
+        return o >= 0 and o not in consts and o not in sg.outputs and any(i >= 0 and i not in folded for i in op.inputs)
+
+    folded = set(consts)  # constants and what ops make of constants alone (the DEQUANTIZE of FP16 weights)
+    for op in sg.operators:
+        if all(i < 0 or i in folded for i in op.inputs):
+            folded.update(o for o in op.outputs if o >= 0)
+    is_int8 = any(quantized(sg.tensors[o]) for op in sg.operators for o in op.outputs if activation(o, op))
+    order = []  # (tensor index, producing op kind), in op order: the quantized activations, or the float ones
     for op in sg.operators:
         for o in op.outputs:
             t = sg.tensors[o]
-            if o >= 0 and o not in consts and o not in sg.outputs and t.type in (3, 9) and t.quantization is not None \
-                    and t.quantization.scale is not None and len(t.quantization.scale) == 1:
+            if activation(o, op) and (quantized(t) if is_int8 else t.type == 0):
                 order.append((int(o), op_kind(model, op, names)))
     for i, t in enumerate(sg.tensors):  # unique names: the simulator's outputs are matched by name
         t.name = f"t{i}_".encode() + (t.name or b"")[:40]
@@ -441,10 +455,19 @@ def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
             name = t.name.decode()
             if name not in got:
                 continue
-            host = it.get_tensor(idx).astype(np.int32)
-            npu = np.asarray(got[name]).astype(np.int32).reshape(host.shape)
-            d = np.abs(npu - host)
-            rows.append({"tensor": name.split("_", 1)[1] or name, "op": kind, "shape": list(host.shape),
-                         "max_lsb": int(d.max()), "mean_lsb": float(d.mean()),
-                         "fraction_off": float(np.mean(d > 0)), "scale": float(t.quantization.scale[0])})
+            row = {"tensor": name.split("_", 1)[1] or name, "op": kind}
+            if is_int8:
+                host = it.get_tensor(idx).astype(np.int32)
+                npu = np.asarray(got[name]).astype(np.int32).reshape(host.shape)
+                d = np.abs(npu - host)
+                row.update(shape=list(host.shape), max_lsb=int(d.max()), mean_lsb=float(d.mean()),
+                           fraction_off=float(np.mean(d > 0)), scale=float(t.quantization.scale[0]))
+            else:
+                host = it.get_tensor(idx).astype(np.float64)
+                npu = np.asarray(got[name]).astype(np.float64).reshape(host.shape)
+                d = npu - host
+                peak, rms = float(np.abs(host).max()), float(np.sqrt(np.mean(d * d)))
+                row.update(shape=list(host.shape), max_abs=float(np.abs(d).max()), peak=peak,
+                           psnr_db=float("inf") if rms == 0 else float(20 * np.log10(max(peak, 1e-30) / rms)))
+            rows.append(row)
     return rows
