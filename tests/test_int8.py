@@ -387,3 +387,53 @@ def test_qat_model_that_does_not_run_falls_back_to_ptq(qat_graph, data_root, mon
     out, report = int8._quantization_aware(blob, blob, q, "float32", 2, cal.images, cal.held_out, 0, False,
                                            lambda m: None)
     assert out == q and report["kept"] is False and "failed to prepare" in report["error"]
+
+
+def test_percentile_samples_of_a_fixed_shape_graph_run_on_whole_frames(tmp_path, monkeypatch):
+    """A graph with a resize to a constant size cannot run on a crop (BSRN's ESA attention, issue 18:
+    XNNPACK 'failed to reshape runtime'); over the memory budget its activations are then
+    sampled on whole frames, a budget's worth of tensors at a time — the same statistics as the
+    all-tensors pass, not an error."""
+    from srdeploy.runtime import quiet_tensorflow
+
+    quiet_tensorflow()
+    import ai_edge_litert.interpreter as litert
+    import tensorflow as tf
+
+    import srdeploy.quantize.ranges as ranges
+
+    class M(tf.Module):
+        def __init__(self):
+            self.w1 = tf.Variable(tf.random.stateless_normal([3, 3, 3, 8], seed=[1, 2]) * 0.3)
+            self.w2 = tf.Variable(tf.random.stateless_normal([3, 3, 8, 8], seed=[3, 4]) * 0.3)
+            self.w3 = tf.Variable(tf.random.stateless_normal([3, 3, 8, 3], seed=[5, 6]) * 0.3)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32)])
+        def __call__(self, x):
+            y = tf.nn.relu(tf.nn.conv2d(x, self.w1, 1, "SAME"))
+            small = tf.nn.avg_pool2d(y, 2, 2, "VALID")
+            y = y + tf.image.resize(small, [32, 32])  # a resize to a constant size (ESA's): no crop can run
+            y = tf.nn.relu(tf.nn.conv2d(y, self.w2, 1, "SAME")) + 0.5
+            return tf.nn.conv2d(y, self.w3, 1, "SAME")
+
+    sm = tmp_path / "sm"
+    tf.saved_model.save(M(), str(sm))
+    frames = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    blob = calibrate(sm, frames)
+    whole = activation_samples(blob, frames)  # within the budget: every tensor kept, whole frames
+    made = []
+
+    class Counting(litert.Interpreter):
+        def __init__(self, *a, **k):
+            made.append(1)
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(litert, "Interpreter", Counting)
+    monkeypatch.setattr(ranges, "STATS_BUDGET_BYTES", 40_000)  # one 32 KB tensor per group; a crop would be 16x16
+    grouped = activation_samples(blob, frames)
+    assert set(grouped) == set(whole) and len(whole) >= 3
+    assert len(made) == 1 + len(whole)  # the refused crop, then one whole-frame pass per group
+    for i, v in whole.items():
+        span = float(v.max() - v.min()) or 1.0
+        for q in (1, 50, 99):
+            assert abs(np.percentile(grouped[i], q) - np.percentile(v, q)) < 0.05 * span, (i, q)

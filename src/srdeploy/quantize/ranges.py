@@ -150,7 +150,10 @@ def _stats_tile(model, frames: np.ndarray) -> tuple[int, int]:
 def activation_samples(calibrated: bytes, frames: np.ndarray, seed: int = 0) -> dict[int, np.ndarray]:
     """Run the calibrated float model on *frames* and keep a random sample of every activation.
 
-    Frames too large for the memory budget are cropped (the interpreter is resized to the crop)."""
+    Frames too large for the memory budget are cropped (the interpreter is resized to the crop);
+    a graph that cannot run on a crop (fixed-shape ops: a resize to a constant size, a reshape to
+    constant dimensions) runs on whole frames instead, a memory budget's worth of tensors at a time
+    (:func:`_samples_in_groups`)."""
     import warnings
 
     from ai_edge_litert.interpreter import Interpreter
@@ -164,13 +167,15 @@ def activation_samples(calibrated: bytes, frames: np.ndarray, seed: int = 0) -> 
         it = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
     inp = it.get_input_details()[0]["index"]
     h, w = frames.shape[1:3]
-    if (th, tw) != (h, w):
-        try:
+    try:
+        if (th, tw) != (h, w):
             it.resize_tensor_input(inp, [1, th, tw, 3])
-        except Exception as exc:  # a fixed-shape op (e.g. a resize to a constant size)
-            raise SrDeployError(f"percentile ranges: the model cannot run on {th}x{tw} crops to fit memory "
-                                f"({str(exc).splitlines()[0][:120]}); use --ranges minmax") from None
-    it.allocate_tensors()
+        it.allocate_tensors()
+    except Exception:  # fixed-shape ops refuse the crop (XNNPACK: "failed to reshape runtime")
+        if (th, tw) == (h, w):
+            raise
+        del it
+        return _samples_in_groups(model, idx, frames, seed)
     rng = np.random.default_rng(seed)
     samples: dict[int, list[np.ndarray]] = {i: [] for i in idx}
     for f in frames:
@@ -180,6 +185,46 @@ def activation_samples(calibrated: bytes, frames: np.ndarray, seed: int = 0) -> 
         for i in idx:
             v = it.get_tensor(i).ravel()
             samples[i].append(v[rng.integers(0, v.size, min(v.size, SAMPLES_PER_FRAME))])
+    return {i: np.concatenate(s) for i, s in samples.items()}
+
+
+def _samples_in_groups(model, idx: list[int], frames: np.ndarray, seed: int) -> dict[int, np.ndarray]:
+    """:func:`activation_samples` on whole frames for a graph that cannot be resized: the tensors
+    are split into groups of at most STATS_BUDGET_BYTES, and for each group a copy of the graph with
+    those tensors as extra outputs runs every frame (no preserve-all-tensors: only the group is
+    kept). Costs one pass over the frames per group. (By hand: the interpreter has no API to keep
+    a chosen set of intermediate tensors.)"""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    sg = model.subgraphs[0]
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i in idx:
+        size = 4 * int(np.prod(sg.tensors[i].shape))
+        if groups[-1] and used + size > STATS_BUDGET_BYTES:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += size
+    outputs = list(sg.outputs)
+    samples: dict[int, list[np.ndarray]] = {i: [] for i in idx}
+    rng = np.random.default_rng(seed)
+    try:
+        for group in groups:
+            sg.outputs = outputs + [i for i in group if i not in outputs]
+            it = Interpreter(model_content=bytes(fu.convert_object_to_bytearray(model)))
+            it.allocate_tensors()
+            inp = it.get_input_details()[0]["index"]
+            for f in frames:
+                it.set_tensor(inp, np.ascontiguousarray(f[None]).astype(np.float32))
+                it.invoke()
+                for i in group:
+                    v = it.get_tensor(i).ravel()
+                    samples[i].append(v[rng.integers(0, v.size, min(v.size, SAMPLES_PER_FRAME))])
+            del it
+    finally:
+        sg.outputs = outputs
     return {i: np.concatenate(s) for i, s in samples.items()}
 
 
