@@ -420,7 +420,8 @@ def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
     values = sum(int(np.prod(sg.tensors[o].shape)) for o, _ in order)
     if values * 8 > MAX_FRAME:  # every tensor travels back at once, as float64
         raise SrDeployError(f"{Path(artifact).name} is too large to localise ({values * 8 / 2**30:.1f} GB of tensors "
-                            f"at its input size): localise an export of the same model at 256x256 or smaller")
+                            f"at its input size, {'x'.join(str(int(d)) for d in sg.tensors[sg.inputs[0]].shape[1:3])}; "
+                            f"at most {MAX_FRAME / 2**30:.1f} GB): localise an export of the same model at a smaller --size")
     sg.outputs = list(sg.outputs) + [o for o, _ in order]
     import copy
 
