@@ -32,6 +32,11 @@ ASSET_SUBDIR = Path("app/src/main/assets/srdeploy")
 PREFERENCE = ("model_int8.tflite", "model_fp16.tflite", "model_fp32.tflite")
 
 
+def default_artifact(files) -> str | None:
+    """The artifact an app gets when none is named: INT8, else FP16, else FP32."""
+    return next((p for p in PREFERENCE if p in files), None)
+
+
 def _io_contract(path: Path) -> dict:
     from ..runtime import TFLiteRunner
 
@@ -183,7 +188,7 @@ def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = N
     if not (app_dir / "app" / "build.gradle.kts").is_file():
         raise SrDeployError(f"{app_dir} is not the Android demo project (no app/build.gradle.kts)")
     arts = {a["file"]: a for a in manifest.get("artifacts", []) if a["file"].endswith(".tflite")}
-    name = artifact or next((p for p in PREFERENCE if p in arts), None)
+    name = artifact or default_artifact(arts)
     if name is None or name not in arts:
         raise SrDeployError(f"no such TFLite artifact in {export_dir}: {artifact or 'none found'} "
                             f"(available: {', '.join(sorted(arts)) or 'none'})")

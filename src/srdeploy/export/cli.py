@@ -156,7 +156,7 @@ def _memory_budget(out_dir: Path, manifest: dict, budget_mb: float, runs: int, s
     from ..benchmark.budget import fit_budget, format_budget
     from ..errors import SrDeployError
     from ..fsutil import atomic_write_json
-    from .bundle import PREFERENCE
+    from .bundle import default_artifact
 
     runtime = fit_budget(out_dir, manifest, budget_mb, runs=runs,
                          log=lambda m: print(f"memory budget: {m}", file=sys.stderr))
@@ -164,7 +164,7 @@ def _memory_budget(out_dir: Path, manifest: dict, budget_mb: float, runs: int, s
     atomic_write_json(out_dir / "manifest.json", manifest)
     print(format_budget(runtime), file=sys.stderr)
     arts = runtime["artifacts"]
-    ship = ship or next((p for p in PREFERENCE if p in arts), next(iter(arts)))
+    ship = ship or default_artifact(arts)  # (every export holds model_fp32.tflite)
     if arts[ship]["choice"] is None:
         mems = [c["model_memory_mb"] for c in arts[ship]["candidates"] if c.get("model_memory_mb") is not None]
         least = f"; the least it took was {min(mems):.0f} MB" if mems else ""

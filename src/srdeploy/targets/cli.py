@@ -87,10 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _localise(args, target) -> int:
-    import numpy as np
-
     from ..errors import SrDeployError
-    from ..sample_images import parity_image
+    from .check import _inputs
     from .qualcomm import localise
 
     if target.kind != "qualcomm":
@@ -102,11 +100,8 @@ def _localise(args, target) -> int:
 
     _, h, w, _ = TFLiteRunner(art).input_shape
     scale = json.loads((Path(args.export_dir) / "manifest.json").read_text())["scale"]
-    if args.input == "noise":
-        x, desc = np.random.default_rng(args.seed).random((1, h, w, 3), dtype=np.float32), f"uniform random (seed {args.seed})"
-    else:
-        img, desc = parity_image(h, w, scale)
-        x = (img.astype(np.float32) / 255.0)[None]
+    image, noise = _inputs(h, w, scale, args.seed, integer_io=False)  # the parity check's two inputs
+    desc, x = image if args.input == "image" else noise
     rows = localise(art, target.option, x, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps({"input": desc, "tensors": rows}, indent=1))

@@ -399,13 +399,13 @@ def localise(artifact: Path, soc: str, x, log=lambda m: None) -> list[dict]:
         return t.type in (3, 9) and t.quantization is not None and t.quantization.scale is not None \
             and len(t.quantization.scale) == 1
 
-    def activation(o, op) -> bool:  # a run-time tensor: not a constant, nor computed from constants only
-        return o >= 0 and o not in consts and o not in sg.outputs and any(i >= 0 and i not in folded for i in op.inputs)
-
     folded = set(consts)  # constants and what ops make of constants alone (the DEQUANTIZE of FP16 weights)
     for op in sg.operators:
         if all(i < 0 or i in folded for i in op.inputs):
             folded.update(o for o in op.outputs if o >= 0)
+
+    def activation(o, op) -> bool:  # a run-time tensor: not a constant, nor computed from constants only
+        return o >= 0 and o not in consts and o not in sg.outputs and any(i >= 0 and i not in folded for i in op.inputs)
     is_int8 = any(quantized(sg.tensors[o]) for op in sg.operators for o in op.outputs if activation(o, op))
     order = []  # (tensor index, producing op kind), in op order: the quantized activations, or the float ones
     for op in sg.operators:
