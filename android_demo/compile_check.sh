@@ -24,7 +24,7 @@
 # list (bookworm + bullseye), lists and cache, nothing installed system-wide — downloads aapt2 and
 # the libraries it loads, Android 10's framework-res.apk and bullseye's API 23 android.jar;
 # dpkg-deb -x unpacks them. kotlinc comes from the npm registry's kotlin-compiler 1.9.24 tarball,
-# checked against its published sha512. All of it (~170 MB) is cached under
+# checked against its published sha512. All of it (165 MB unpacked) is cached under
 # ${SRDEPLOY_ANDROID_TOOLS:-${XDG_CACHE_HOME:-~/.cache}/srdeploy/android-tools}; the first run
 # takes about 30 s to set up, later ones reuse it. Needs a JDK 17 (java, javac), apt-get, dpkg-deb,
 # curl, flock.
@@ -62,7 +62,7 @@ setup_tools() {
     local opts=(-oDir::Etc::SourceList="$staging/apt/etc/sources.list" -oDir::Etc::SourceParts=/dev/null
                 -oDir::State::Lists="$staging/apt/lists" -oDir::Cache="$staging/apt/cache"
                 -oDebug::NoLocking=1 -oAPT::Sandbox::User="$user")
-    echo "compile check: setting up its tools in $TOOLS (about 30 s, ~60 MB of downloads; nothing installed system-wide)" >&2
+    echo "compile check: setting up its tools in $TOOLS (about 10-30 s, ~140 MB of downloads, 91 MB of it kotlinc; nothing installed system-wide)" >&2
     echo "  [1/3] apt-get update (a private sources list: bookworm + bullseye)" >&2
     if ! apt-get "${opts[@]}" update -q >"$staging/apt.log" 2>&1 || grep -q '^Err:' "$staging/apt.log"; then
         local e; e=$(grep -m1 -E '^(Err|E|W):' "$staging/apt.log" || tail -1 "$staging/apt.log")
