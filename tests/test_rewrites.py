@@ -141,3 +141,140 @@ def test_erf_gelu_becomes_one_node_and_stays_exact(tmp_path):
     kinds = {d["op_name"] for d in runner.interpreter._get_ops_details()}
     assert "EXP" in kinds and not any(k.startswith("Flex") for k in kinds)
     assert np.abs(runner(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) - before).max() < 1e-5
+
+
+class ConcatConv(nn.Module):
+    """Parts computed apart (as IMDN's slices and last conv are), concatenated, one 1x1 conv."""
+
+    def __init__(self, sizes, cout, bias, also_read: bool = False):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Conv2d(3, c, 3, padding=1) for c in sizes)
+        self.fuse = nn.Conv2d(sum(sizes), cout, 1, bias=bias)
+        self.also_read = also_read
+
+    def forward(self, x):
+        cat = torch.cat([nn.functional.leaky_relu(h(x), 0.05) for h in self.heads], dim=1)
+        y = self.fuse(cat)
+        return y + cat.mean(dim=1, keepdim=True) if self.also_read else y
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6), min_size=2, max_size=5), cout=st.integers(1, 6), bias=st.booleans(),
+       h=st.integers(1, 12), w=st.integers(1, 12), seed=st.integers(0, 1000))
+def test_concat_conv_rewrite_is_exact_to_rounding(sizes, cout, bias, h, w, seed):
+    from srdeploy.export.rewrites import concat_conv
+
+    torch.manual_seed(seed)
+    proto = _onnx(ConcatConv(sizes, cout, bias), (1, 3, h, w))
+    x = np.random.default_rng(seed).normal(size=(1, 3, h, w)).astype(np.float32)
+    before = _run(proto, x)
+    assert concat_conv(proto) == 1
+    kinds = [n.op_type for n in proto.graph.node]
+    assert "Concat" not in kinds and kinds.count("Add") == len(sizes) - 1
+    after = _run(proto, x)
+    assert np.abs(after - before).max() <= 1e-6 * max(1.0, float(np.abs(before).max()))
+
+
+def test_concat_conv_leaves_a_concat_with_another_reader_alone():
+    from srdeploy.export.rewrites import concat_conv
+
+    proto = _onnx(ConcatConv([2, 3], 4, True, also_read=True), (1, 3, 8, 8))
+    assert concat_conv(proto) == 0 and [n.op_type for n in proto.graph.node].count("Concat") == 1
+
+
+def test_concat_conv_on_imdn_rtc_removes_every_distillation_concat():
+    from srdeploy.export.rewrites import concat_conv
+    from srdeploy.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("imdn_rtc", 2, pretrained=False)
+    proto = _onnx(model, (1, 3, 20, 24))
+    x = np.random.default_rng(1).random((1, 3, 20, 24), dtype=np.float32)
+    before = _run(proto, x)
+    n_blocks = len(model.blocks)
+    assert concat_conv(proto) == n_blocks
+    assert "Concat" not in [n.op_type for n in proto.graph.node]
+    assert np.abs(_run(proto, x) - before).max() <= 1e-5
+
+
+class SliceConvs(nn.Module):
+    """A tensor split along channels, each piece read by its own conv (IMDN's distillation split)."""
+
+    def __init__(self, c, cut, k, also_read: bool = False):
+        super().__init__()
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.a = nn.Conv2d(cut, 2, k, padding=k // 2)
+        self.b = nn.Conv2d(c - cut, 2, k, padding=k // 2, bias=False)
+        self.cut, self.also_read = cut, also_read
+
+    def forward(self, x):
+        h = nn.functional.leaky_relu(self.head(x), 0.05)
+        lo, hi = torch.split(h, (self.cut, h.shape[1] - self.cut), dim=1)
+        y = self.a(lo) + self.b(hi)
+        return y + hi.mean(dim=1, keepdim=True) if self.also_read else y
+
+
+def _simplified(model, shape):
+    import onnxsim
+
+    proto, ok = onnxsim.simplify(_onnx(model, shape))
+    assert ok
+    return proto
+
+
+@settings(max_examples=20, deadline=None)
+@given(c=st.integers(2, 8), data=st.data(), k=st.sampled_from([1, 3]), h=st.integers(1, 12), w=st.integers(1, 12),
+       seed=st.integers(0, 1000), simplify=st.booleans())
+def test_slice_conv_rewrite_is_exact_to_rounding(c, data, k, h, w, seed, simplify):
+    from srdeploy.export.rewrites import slice_conv
+
+    cut = data.draw(st.integers(1, c - 1))
+    torch.manual_seed(seed)
+    model = SliceConvs(c, cut, k)
+    proto = (_simplified if simplify else _onnx)(model, (1, 3, h, w))  # bounds as initializers or Constant nodes
+    x = np.random.default_rng(seed).normal(size=(1, 3, h, w)).astype(np.float32)
+    before = _run(proto, x)
+    assert [n.op_type for n in proto.graph.node].count("Slice") == 2  # what torch.split exports at opset 17
+    assert slice_conv(proto) == 2
+    assert "Slice" not in [n.op_type for n in proto.graph.node]
+    after = _run(proto, x)
+    assert np.abs(after - before).max() <= 1e-6 * max(1.0, float(np.abs(before).max()))
+
+
+def test_slice_conv_leaves_a_slice_with_another_reader_alone():
+    from srdeploy.export.rewrites import slice_conv
+
+    proto = _onnx(SliceConvs(6, 2, 3, also_read=True), (1, 3, 8, 8))
+    assert slice_conv(proto) == 1  # the low slice (read by a conv only); the high one also feeds a mean
+    assert [n.op_type for n in proto.graph.node].count("Slice") == 1
+
+
+class SliceToConcat(nn.Module):
+    """IMDN's distilled slice: a channel piece of an activation going into a concatenation."""
+
+    def __init__(self, c, start, stop):
+        super().__init__()
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.other = nn.Conv2d(3, 2, 1)
+        self.start, self.stop = start, stop
+
+    def forward(self, x):
+        h = nn.functional.leaky_relu(self.head(x), 0.05)
+        return torch.cat([h[:, self.start:self.stop], self.other(x)], dim=1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(c=st.integers(2, 8), data=st.data(), h=st.integers(1, 10), w=st.integers(1, 10), seed=st.integers(0, 1000))
+def test_slice_select_is_bit_identical(c, data, h, w, seed):
+    from srdeploy.export.rewrites import slice_select
+
+    start = data.draw(st.integers(0, c - 1))
+    stop = data.draw(st.integers(start + 1, c))
+    torch.manual_seed(seed)
+    proto = _simplified(SliceToConcat(c, start, stop), (1, 3, h, w))
+    x = np.random.default_rng(seed).normal(size=(1, 3, h, w)).astype(np.float32) * 10
+    before = _run(proto, x)
+    n = [k.op_type for k in proto.graph.node].count("Slice")
+    assert slice_select(proto) == n
+    assert "Slice" not in [k.op_type for k in proto.graph.node]
+    assert np.array_equal(_run(proto, x), before)  # one product by 1.0, the others by 0.0

@@ -28,6 +28,12 @@ def hr_folder(tmp_path):
     return d
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """sr-train's default pair cache lives under $XDG_CACHE_HOME: keep the tests' out of the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
 def _cfg(hr_folder, **kw) -> TrainConfig:
     base = dict(model="dipnet_lite", scale=2, data=[str(hr_folder)], teacher=None, steps=40, patch=12, batch=4,
                 lr=2e-3, eval_data=None, ckpt_every=1000)
@@ -157,7 +163,7 @@ def _train_cli(*args, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no_images", "patch_too_large", "teacher_scale", "corrupt_resume", "ema",
-                                  "warmup"])
+                                  "warmup", "data_weights", "enhance_gt"])
 def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, hr_folder):
     out = tmp_path / "out"
     evald = tmp_path / "eval"  # a separate evaluation folder (training on it is refused; tested below)
@@ -185,6 +191,12 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path, hr_folder):
     elif case == "warmup":
         args += ["--warmup", "-5"]
         expect = "--warmup must be >= 0"
+    elif case == "data_weights":
+        args += ["--data-weights", "1", "2"]
+        expect = "--data-weights has 2 values for 1 --data folders"
+    elif case == "enhance_gt":
+        args += ["--enhance-gt"]
+        expect = "--enhance-gt needs a teacher"
     else:
         bad = tmp_path / "last.pt"
         bad.write_bytes(b"\x00garbage" * 10)
@@ -375,3 +387,116 @@ def test_average_writes_the_mean_of_runs_and_refuses_mixed_shapes(tmp_path, monk
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and expect in lines[0], proc.stderr
         assert not bad_out.exists()
+
+
+# -- several folders, the pair cache, evaluation images by content, enhanced ground truth (issue 21) --
+
+def _folder(root, name, n, seed0, h=80, w=96):
+    d = root / name
+    d.mkdir()
+    for i in range(n):
+        write_image(d / f"{name}{i}.png", synthetic_image(h, w, seed=seed0 + i))
+    return d
+
+
+def test_several_folders_are_sampled_with_their_weights(tmp_path):
+    a, b = _folder(tmp_path, "a", 2, 0), _folder(tmp_path, "b", 6, 10)
+    by_image = PatchSampler.from_folders([a, b], scale=2, patch=8)
+    assert by_image.describe()["images_per_folder"] == [2, 6] and by_image.folder_weights is None
+    weighted = PatchSampler.from_folders([a, b], scale=2, patch=8, weights=[3, 1])
+    assert weighted.folder_weights == [0.75, 0.25]
+
+    def share_of_a(sampler):
+        rng = np.random.default_rng(0)
+        draws = [sampler.folder_of[sampler._draw(rng)] for _ in range(4000)]
+        return draws.count(0) / len(draws)
+
+    assert abs(share_of_a(by_image) - 2 / 8) < 0.03  # by image: folder a holds 2 of 8 images
+    assert abs(share_of_a(weighted) - 0.75) < 0.03  # by folder: 3:1, whatever the folders' sizes
+    with pytest.raises(SrDeployError, match="positive"):
+        PatchSampler.from_folders([a, b], scale=2, patch=8, weights=[1, 0])
+
+
+def test_the_pair_cache_serves_pairs_and_a_changed_file_is_recomputed(tmp_path, monkeypatch):
+    d = _folder(tmp_path, "hr", 3, 0)
+    cache = tmp_path / "cache"
+    first = PatchSampler.from_folders([d], scale=2, patch=8, cache=cache)
+    assert (first.cache_hits, first.cache_misses) == (0, 3)
+    second = PatchSampler.from_folders([d], scale=2, patch=8, cache=cache)
+    assert (second.cache_hits, second.cache_misses) == (3, 0)
+    assert isinstance(second.images[0][0], np.memmap)  # memory-mapped, not decoded again
+    for (lr1, hr1), (lr2, hr2) in zip(first.images, second.images):
+        assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2)
+    # the same file name with other pixels: a new entry, the new image's pair
+    write_image(d / "hr1.png", synthetic_image(80, 96, seed=99))
+    third = PatchSampler.from_folders([d], scale=2, patch=8, cache=cache)
+    assert (third.cache_hits, third.cache_misses) == (2, 1)
+    fresh = PatchSampler.from_folders([d], scale=2, patch=8)  # no cache at all
+    for (lr1, hr1), (lr2, hr2) in zip(third.images, fresh.images):
+        assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2)
+    # a damaged entry is rebuilt, never trusted
+    victim = next(cache.rglob("lr.npy"))
+    victim.write_bytes(victim.read_bytes()[:40])
+    fourth = PatchSampler.from_folders([d], scale=2, patch=8, cache=cache)
+    assert fourth.cache_misses == 1
+    for (lr1, hr1), (lr2, hr2) in zip(fourth.images, fresh.images):
+        assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2)
+
+
+def test_a_copy_of_an_evaluation_image_is_refused_by_its_pixels(tmp_path):
+    import cv2
+
+    evald = _folder(tmp_path, "eval", 2, 50)
+    train = _folder(tmp_path, "train", 2, 0)
+    # the evaluation image re-encoded losslessly under another name and format
+    img = cv2.imread(str(evald / "eval1.png"))
+    cv2.imwrite(str(train / "harmless.bmp"), img)
+    out = tmp_path / "out"
+    proc = _train_cli("--data", str(train), "--eval-data", str(evald), "--teacher", "none", "--steps", "2",
+                      "--patch", "8", "--batch", "2", "--out", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "harmless.bmp" in lines[0] and "eval1.png" in lines[0], proc.stderr
+    assert not out.exists()
+    (train / "harmless.bmp").unlink()
+    proc = _train_cli("--data", str(train), "--eval-data", str(evald), "--teacher", "none", "--steps", "2",
+                      "--patch", "8", "--batch", "2", "--out", str(out), "--json", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    report = json.loads(proc.stdout)
+    assert report["data"]["cache_misses"] == 2 and str(tmp_path / "xdg") in report["data"]["pair_cache"]
+    assert report["history"][-1]["patches_per_s"] > 0
+
+
+def test_refusal_covers_the_real_set5_under_another_name(tmp_path, data_root):
+    import shutil
+
+    train = _folder(tmp_path, "train", 1, 0)
+    src = sorted((data_root / "Set5" / "HR").iterdir())[0]
+    shutil.copy(src, train / "photo.png")
+    with pytest.raises(SrDeployError, match=f"photo.png.*{src.name}"):
+        Trainer(_cfg(train, refuse=[str(data_root / "Set5")]))
+
+
+def test_enhanced_ground_truth_is_the_teachers_and_is_cached_per_teacher(tmp_path, weights_root):
+    from srdeploy.resize import imresize
+    from srdeploy.train.pairs import PairCache
+
+    d = _folder(tmp_path, "hr", 1, 0, h=64, w=72)
+    cfg = _cfg(d, teacher="imdn", enhance_gt=True, cache=str(tmp_path / "cache"), patch=8)
+    tr = Trainer(cfg)
+    (lr, ehr), = tr.sampler.images
+    plain = PatchSampler.from_folders([d], scale=2, patch=8).images[0][1]
+    assert ehr.shape == plain.shape and not np.array_equal(ehr, plain)
+    # what it is: the teacher's x2 of the HR, MATLAB-bicubic-downscaled back (tiles blended away)
+    with torch.no_grad():
+        up = tr.teacher(torch.from_numpy(np.asarray(plain, np.float32) / 255).permute(2, 0, 1)[None])
+    ref = imresize(up[0].permute(1, 2, 0).clamp(0, 1).double().numpy() * 255, 0.5)
+    assert np.abs(ehr.astype(float) - np.clip(np.round(ref), 0, 255)).max() <= 1
+    # cached: the second trainer reads it; another teacher tag computes its own
+    again = Trainer(cfg)
+    assert again.sampler.cache_hits == 1 and np.array_equal(again.sampler.images[0][1], ehr)
+    calls = []
+    other = PairCache(tmp_path / "cache").pair(d / "hr0.png", 2, 16, ("other", lambda hr: calls.append(1) or hr.copy()))
+    assert calls == [1] and np.array_equal(other.hr, plain)

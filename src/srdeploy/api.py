@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .export.rewrites import DEFAULT_REWRITES
+
 __all__ = ["export"]
 
 
@@ -11,7 +13,7 @@ def export(model, *, scale: int | None = None, size: str | tuple[int, int] | Non
            channels: str = "rgb", fuse: bool = False, name: str | None = None, out: str | None = None,
            fp16: bool = False, fp16_arithmetic: bool = False, int8: bool = False, calib: str | None = None, calib_samples: int = 16,
            io: str = "float32", act: str = "int8", ranges: str = "auto", qat_steps: int = 0, quality: bool = False,
-           rewrites: tuple[str, ...] = ("split_mean", "dcr", "gelu"), parity: bool = True, seed: int = 0,
+           rewrites: tuple[str, ...] = DEFAULT_REWRITES, parity: bool = True, seed: int = 0,
            weights: str | None = None, random_weights: bool = False, bench: bool = False, bench_runs: int = 6,
            targets: tuple[str, ...] = (), bundle: str | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Export *model* to ONNX and TFLite behind the parity gate; return the manifest (also written

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from ..cli_util import OneLineParser, run_cli
 from ..models import MODELS
+from .rewrites import DEFAULT_REWRITES
 
 PROG = "sr-export"
 
@@ -91,11 +92,14 @@ def build_parser() -> OneLineParser:
                    "(from SRDEPLOY_DATA); implied by --int8")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/NAME_xS_HxW/)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity gate (not recommended)")
-    p.add_argument("--rewrites", default="split_mean,dcr,gelu", metavar="LIST",
-                   help="exact graph transforms, comma-separated, or 'none' (default split_mean,dcr,gelu: the exact "
-                        "GELU as one TFLite GELU op instead of an ERF TFLite lacks; global means "
+    p.add_argument("--rewrites", default=",".join(DEFAULT_REWRITES), metavar="LIST",
+                   help="exact graph transforms, comma-separated, or 'none' (default split_mean,dcr,gelu: "
+                        "the exact GELU as one TFLite GELU op instead of an ERF TFLite lacks; global means "
                         "reduced in two stages for float accuracy; pixel shuffle as one DEPTH_TO_SPACE instead of "
-                        "RESHAPE/6-D TRANSPOSE/RESHAPE)")
+                        "RESHAPE/6-D TRANSPOSE/RESHAPE). Also available: slice_conv (channel slices read only by "
+                        "convs folded into zero weights), slice_select (other channel slices as 0/1 1x1 convs), "
+                        "concat_conv (a concat read by a 1x1 conv as summed per-part convs); on imdn_rtc "
+                        "slice_conv,slice_select make INT8 faster and 0.12 dB better (docs/RESULTS.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity input and random weights")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout instead of the table")
     p.add_argument("--bench", action="store_true",

@@ -21,6 +21,7 @@ from ..sources import MAX_EXPORT_PIXELS  # noqa: F401  (re-exported: the export 
 from ..sample_images import parity_image
 from .formats import ONNX_OPSET, convert_onnx2tf
 from .fp16 import make_fp16
+from .rewrites import DEFAULT_REWRITES
 from .parity import ParityInput, ParityResult, check_parity, format_table
 
 __all__ = ["ExportConfig", "Exporter", "tool_versions", "ARTIFACT_FILES"]
@@ -73,7 +74,7 @@ class ExportConfig:
     parity: bool = True
     seed: int = 0
     #: exact ONNX graph transforms to apply (see srdeploy.export.rewrites); () for the plain graph
-    rewrites: tuple[str, ...] = ("split_mean", "dcr", "gelu")
+    rewrites: tuple[str, ...] = DEFAULT_REWRITES
     #: full-integer INT8 (see srdeploy.quantize)
     int8: bool = False
     calib: str | None = None

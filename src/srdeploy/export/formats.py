@@ -13,6 +13,7 @@ import torch.nn as nn
 from ..errors import SrDeployError
 from ..runtime import quiet_tensorflow
 from ..sample_images import sample_batch
+from .rewrites import DEFAULT_REWRITES
 
 __all__ = ["ExportFailed", "export_onnx", "convert_onnx2tf", "ONNX_OPSET"]
 
@@ -29,8 +30,6 @@ class ExportFailed(SrDeployError):
 
     exit_code = 1
 
-
-DEFAULT_REWRITES = ("split_mean", "dcr", "gelu")
 
 
 def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], rewrites: tuple[str, ...] = DEFAULT_REWRITES,

@@ -21,6 +21,11 @@ examples:
   sr-train --model dipnet_lite --scale 2 --steps 20000 --out runs/lite
   sr-train --model dipnet_lite --resume runs/lite/last.pt --out runs/lite      # continue a stopped run
   sr-train --model dipnet_lite --steps 2000 --prune-to 0.75 --prune-rounds 3 --prune-steps 500
+  sr-train --data $SRDEPLOY_DATA/div2k/HR --data $SRDEPLOY_DATA/train/T91 --data $SRDEPLOY_DATA/train/BSD200 \
+           --data $SRDEPLOY_DATA/train/General100 --data-weights 1 1 2 1 --out runs/lite400
+
+training images matching an evaluation image (Set5, Set14, --eval-data) pixel for pixel are refused;
+the progress bar shows training throughput in patches/s (evaluations excluded).
 
 outputs (in --out): last.pt (resumable training checkpoint, training form), <model>_x<scale>.pth
 (re-parameterized deploy-form weights, loadable with sr-export/sr-eval --weights), optionally
@@ -44,6 +49,21 @@ def build_parser() -> OneLineParser:
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--data", action="append", default=None,
                    help="folder of HR training images (repeatable); default: DIV2K HR under $SRDEPLOY_DATA")
+    p.add_argument("--data-weights", type=float, nargs="+", default=None, metavar="W",
+                   help="one relative weight per --data folder: each step draws a folder with these odds, then "
+                        "an image uniformly within it (e.g. --data T91 --data BSD200 --data-weights 1 1: half "
+                        "the patches from each); default: every image equally likely")
+    p.add_argument("--sampling", choices=("image", "folder"), default="image",
+                   help="image (default): every training image equally likely; folder: every --data folder "
+                        "equally likely (the same as --data-weights 1 1 ...)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="pair cache: each image is decoded and bicubic-degraded once, stored here keyed by "
+                        "its content (an edited file gets a new entry) and memory-mapped by later runs "
+                        "(default: $XDG_CACHE_HOME/srdeploy/train-pairs)")
+    p.add_argument("--no-cache", action="store_true", help="compute every LR/HR pair in memory, write no cache")
+    p.add_argument("--enhance-gt", action="store_true",
+                   help="DIPNet's model-guided ground-truth enhancement: train toward teacher(HR) bicubic-"
+                        "downscaled back to HR size instead of the HR itself (computed once, cached)")
     p.add_argument("--distill-data", action="append", default=None, metavar="DIR",
                    help="folder of extra images used only as distillation inputs (repeatable): the student "
                         "matches the teacher on their bicubic LR, with no L1 to their HR (e.g. JPEG photos)")
@@ -157,13 +177,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not data:
         raise SrDeployError("no training data: pass --data DIR (HR images) or set SRDEPLOY_DATA")
     distill = args.distill_data or []
+    refuse = list(dict.fromkeys(f for f in (eval_data, _default("Set5"), _default("Set14")) if f))
     for d in [*data, *distill]:
-        if _within(d, eval_data):
-            raise SrDeployError(f"training folder {d} is the evaluation set: train on DIV2K, evaluate on Set5")
+        if any(_within(d, f) for f in refuse):
+            raise SrDeployError(f"training folder {d} is an evaluation set: train on DIV2K, evaluate on Set5")
+    weights = args.data_weights
+    if args.sampling == "folder":
+        if weights is not None:
+            raise SrDeployError("--sampling folder and --data-weights both set the folder odds: give one")
+        weights = [1.0] * len(data)
+    if weights is not None and len(weights) != len(data):
+        raise SrDeployError(f"--data-weights has {len(weights)} values for {len(data)} --data folders")
+    if args.no_cache and args.cache:
+        raise SrDeployError("--cache and --no-cache contradict each other")
+    from ..paths import cache_dir
+
+    cache = None if args.no_cache else (args.cache or str(cache_dir() / "train-pairs"))
     teacher = None if args.teacher.lower() == "none" else args.teacher
     ckpt = load_training_checkpoint(args.resume) if args.resume else None
     out = Path(args.out)
-    cfg = TrainConfig(model=args.model, scale=args.scale, data=list(data), distill_data=list(distill),
+    cfg = TrainConfig(model=args.model, scale=args.scale, data=list(data), data_weights=weights, cache=cache,
+                      refuse=refuse, enhance_gt=args.enhance_gt, distill_data=list(distill),
                       distill_frac=args.distill_frac, teacher=teacher,
                       teacher_scale=args.teacher_scale, teacher_weights=args.teacher_weights, steps=args.steps,
                       patch=args.patch, batch=args.batch, lr=args.lr, w_out=args.w_out, w_feat=args.w_feat,

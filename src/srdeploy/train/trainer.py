@@ -36,6 +36,15 @@ class TrainConfig:
     model: str = "dipnet_lite"
     scale: int = 2
     data: list[str] = field(default_factory=list)
+    # One relative weight per data folder (sampling by folder); None samples every image equally.
+    data_weights: list[float] | None = None
+    # Pair-cache folder (decoded, degraded LR/HR pairs; see pairs.py); None computes them in memory.
+    cache: str | None = None
+    # Folders whose images must never be trained on (the evaluation sets): refused by pixel hash.
+    refuse: list[str] = field(default_factory=list)
+    # DIPNet's model-guided ground-truth enhancement: the HR target of every training image is
+    # replaced by teacher(HR) bicubic-downscaled back to the HR size (needs a teacher).
+    enhance_gt: bool = False
     # Distillation-only inputs (e.g. Sun-Hays80 JPEGs): their LR patches feed the teacher losses
     # but never the L1 to HR, because compressed photos are poor HR targets.
     distill_data: list[str] = field(default_factory=list)
@@ -105,6 +114,8 @@ class TrainConfig:
                 raise SrDeployError(f"--distill-frac must be in (0, 1), got {self.distill_frac}")
             if self.batch < 2:
                 raise SrDeployError("--distill-data needs --batch >= 2 (HR and distillation samples)")
+        if self.enhance_gt and not self.teacher:
+            raise SrDeployError("--enhance-gt needs a teacher: the enhanced targets are its output")
         if self.teacher_scale is None:
             self.teacher_scale = self.scale
         if self.teacher and self.teacher_scale != self.scale:
@@ -147,18 +158,21 @@ def check_resume_step(ckpt: dict, steps: int) -> None:
 
 def evaluate_psnr(model: nn.Module, folder: str | os.PathLike, scale: int) -> float:
     """Set5-style PSNR-Y of a (deploy-form) model, whole images, float32, run on the CPU."""
-    import copy
-
     from ..benchmark.evaluate import evaluate_dataset, find_dataset
     from ..runtime import TorchRunner
 
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    runner = TorchRunner(model if on_cpu else copy.deepcopy(model).cpu())
+    runner = TorchRunner(copy_to_cpu(model))
     res = evaluate_dataset(lambda lr: runner((lr.astype(np.float32) / 255.0)[None])[0],
                            find_dataset(folder, scale), scale)
     if res.psnr_y is None:
         raise SrDeployError(f"no image of {folder} could be evaluated")
     return res.psnr_y
+
+
+def copy_to_cpu(model: nn.Module) -> nn.Module:
+    import copy
+
+    return model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
 
 
 def cosine_lr(base: float, step: int, total: int, min_ratio: float, warmup: int = 0) -> float:
@@ -209,9 +223,43 @@ class Trainer:
             if cfg.ema > 0 else None)
         self.step = 0
         self.history: list[dict] = []
-        self.sampler = sampler or PatchSampler.from_folders(cfg.data, cfg.scale, cfg.patch, progress=progress)
-        self.distill_sampler = (PatchSampler.from_folders(cfg.distill_data, cfg.scale, cfg.patch, progress=progress)
+        from .pairs import evaluation_hashes
+
+        forbidden = evaluation_hashes(cfg.refuse)
+        self.sampler = sampler or PatchSampler.from_folders(
+            cfg.data, cfg.scale, cfg.patch, progress=progress, weights=cfg.data_weights, cache=cfg.cache,
+            forbidden=forbidden, enhance=self._enhancer() if cfg.enhance_gt else None)
+        self.distill_sampler = (PatchSampler.from_folders(cfg.distill_data, cfg.scale, cfg.patch, progress=progress,
+                                                          cache=cfg.cache, forbidden=forbidden)
                                 if cfg.distill_data else None)
+
+    def _enhancer(self):
+        """``(tag, fn)``: DIPNet's enhanced ground truth, ``imresize(teacher(HR), 1/s)`` as uint8.
+
+        The teacher runs tile by tile (a 2040x1356 DIV2K image would need gigabytes whole); the
+        tag names the teacher and the sha256 of its weights, so the cache never serves another
+        teacher's targets."""
+        import hashlib
+
+        from ..resize import imresize
+        from ..runtime import TorchRunner
+        from ..tiling import upscale_tiled
+
+        h = hashlib.sha256()
+        for k, v in self.teacher.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        tag = f"{self.cfg.teacher}-x{self.cfg.teacher_scale}-{h.hexdigest()[:16]}"
+        runner = TorchRunner(copy_to_cpu(self.teacher))
+        s = self.cfg.scale
+
+        def enhance(hr: np.ndarray) -> np.ndarray:
+            tile = (min(hr.shape[0], 256), min(hr.shape[1], 256))  # a smaller image runs whole, unpadded
+            up = upscale_tiled(runner, hr.astype(np.float32) / 255.0, s, tile, 12)
+            back = imresize(np.clip(up, 0, 1).astype(np.float64) * 255.0, 1.0 / s)
+            return np.clip(np.round(back), 0, 255).astype(np.uint8)
+
+        return tag, enhance
 
     def split_batch(self) -> tuple[int, int]:
         """(HR-supervised samples, distillation-only samples) per step."""
@@ -231,9 +279,9 @@ class Trainer:
     def load_state(self, ckpt: dict) -> None:
         c = ckpt.get("config", {})
         defaults = {"distill_data": [], "distill_frac": 0.5, "ema": 0.0,  # checkpoints made before these options
-                    "pixel_loss": "l1"}
+                    "pixel_loss": "l1", "data_weights": None, "enhance_gt": False}
         for key in ("model", "scale", "teacher", "patch", "batch", "seed", "distill_data", "distill_frac", "ema",
-                    "pixel_loss"):
+                    "pixel_loss", "data_weights", "enhance_gt"):
             if c.get(key, defaults.get(key)) != getattr(self.cfg, key):
                 raise SrDeployError(f"resume checkpoint was made with {key}={c.get(key, defaults.get(key))!r}, "
                                     f"this run has {getattr(self.cfg, key)!r}")
@@ -314,21 +362,24 @@ class Trainer:
         end = min(until or cfg.steps, cfg.steps)
         bar = progress_bar(total=cfg.steps, initial=self.step, desc=f"train {cfg.model} x{cfg.scale}", unit="step",
                            enabled=self.progress)
-        t0, ema = time.perf_counter(), None
+        t0, ema, first, busy = time.perf_counter(), None, self.step, 0.0
         while self.step < end:
+            ts = time.perf_counter()
             rec = self.train_step(self.student, self.opt, self.step, cfg.steps)
+            busy += time.perf_counter() - ts  # patches/s counts training steps only, not the evaluations
             if self.ema_model is not None:
                 self.ema_model.update_parameters(self.student)
             self.step += 1
             ema = rec["loss"] if ema is None else 0.98 * ema + 0.02 * rec["loss"]
             bar.update(1)
-            bar.set_postfix(loss=f"{ema:.4f}")
+            rate = cfg.batch * (self.step - first) / max(busy, 1e-9)
+            bar.set_postfix(loss=f"{ema:.4f}", patches_s=f"{rate:.1f}")
             done = self.step == end
             if cfg.eval_data and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
                 psnr = evaluate_psnr(self.deploy_model(), cfg.eval_data, cfg.scale)
                 self.history.append({"step": self.step, "loss_ema": round(ema, 6), "set5_psnr_y": round(psnr, 4),
-                                     "seconds": round(time.perf_counter() - t0, 1)})
-                bar.set_postfix(loss=f"{ema:.4f}", set5=f"{psnr:.3f}")
+                                     "seconds": round(time.perf_counter() - t0, 1), "patches_per_s": round(rate, 2)})
+                bar.set_postfix(loss=f"{ema:.4f}", patches_s=f"{rate:.1f}", set5=f"{psnr:.3f}")
                 self.log(f"step {self.step}: loss {ema:.4f}, eval PSNR-Y {psnr:.3f} dB")
             if self.step % cfg.ckpt_every == 0 or done:
                 save_atomic(self.state(), out / "last.pt")
