@@ -384,7 +384,7 @@ def test_qat_model_that_does_not_run_falls_back_to_ptq(qat_graph, data_root, mon
         return real(model, reference, frames)
 
     monkeypatch.setattr(ranges, "worst_crop_psnr", flaky)
-    out, report = int8._quantization_aware(blob, blob, q, "float32", 2, cal.images, cal.held_out, 0, False,
+    out, report, _ = int8._quantization_aware(blob, blob, q, "float32", 2, cal.images, cal.held_out, 0, False,
                                            lambda m: None)
     assert out == q and report["kept"] is False and "failed to prepare" in report["error"]
 

@@ -88,6 +88,14 @@ def build_parser() -> OneLineParser:
                         "of --calib) tuning weights and activation ranges so the simulated converter's int8 graph "
                         "matches the float one; kept only if closer to float on held-out crops (default 0: off; "
                         "e.g. 1000; minutes on a CPU)")
+    p.add_argument("--int8-params", default="auto", metavar="auto|none|FILE",
+                   help="quantization-ready INT8 weights and activation ranges (QAT's result, valid at every export "
+                        "size): auto (default) uses the file shipped with a registry model when one exists for its "
+                        "official weights and these --rewrites -- the best INT8 in the time of a post-training "
+                        "export; none: plain post-training quantization; FILE: one written by --save-int8-params")
+    p.add_argument("--save-int8-params", metavar="FILE",
+                   help="write the INT8 weights and ranges this export quantized with (e.g. after --qat-steps) to "
+                        "FILE (.npz), for --int8-params FILE at any other size of the same model")
     p.add_argument("--quality", action="store_true", help="PSNR-Y/SSIM-Y of every artifact on Set5/Set14 "
                    "(from SRDEPLOY_DATA); implied by --int8")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/NAME_xS_HxW/)")
@@ -234,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale=args.scale, weights=args.weights, random_weights=args.random_weights,
         size=args.size, fp16=args.fp16, fp16_arithmetic=args.fp16_arithmetic, out=args.out, parity=not args.no_parity, seed=args.seed,
         int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act, ranges=args.ranges,
-        qat_steps=args.qat_steps, quality=args.quality,
+        qat_steps=args.qat_steps, int8_params=args.int8_params, save_int8_params=args.save_int8_params,
+        quality=args.quality,
         rewrites=tuple(r.strip() for r in args.rewrites.split(",") if r.strip() and r.strip() != "none")))
     try:
         manifest = exporter.run()

@@ -85,6 +85,11 @@ class ExportConfig:
     ranges: str = "auto"
     #: quantization-aware fine-tuning steps before the INT8 conversion (0: post-training only)
     qat_steps: int = 0
+    #: quantization-ready INT8 weights and ranges (srdeploy.quantize.int8_params): "auto" (a registry
+    #: model's shipped file when one fits this export, else post-training quantization), "none", or a file
+    int8_params: str = "auto"
+    #: write the INT8 weights and ranges this export quantized with (e.g. after --qat-steps) to this file
+    save_int8_params: str | None = None
     #: PSNR-Y/SSIM-Y of PyTorch and every TFLite artifact on Set5/Set14 (implied by int8)
     quality: bool = False
 
@@ -130,12 +135,15 @@ class Exporter:
             if cfg.qat_steps > MAX_QAT_STEPS:  # (negative values: check_int8_options below)
                 raise SrDeployError(f"--qat-steps must be at most {MAX_QAT_STEPS:,}, got {cfg.qat_steps}")
             self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges, cfg.qat_steps)
+            self.int8_params, self.int8_params_note = self._int8_params()
             # --ranges auto and QAT are judged on other crops of the same folder (never evaluation images)
             judged = self.ranges == "auto" or cfg.qat_steps > 0
             self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed,
                                                   held_out=HELD_OUT_FRAMES if judged else 0)
-        elif cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto" or cfg.qat_steps:
-            raise SrDeployError("--calib, --io int8, --act, --ranges and --qat-steps apply to --int8 exports")
+        elif (cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto" or cfg.qat_steps
+              or cfg.int8_params != "auto" or cfg.save_int8_params):
+            raise SrDeployError("--calib, --io int8, --act, --ranges, --qat-steps, --int8-params and "
+                                "--save-int8-params apply to --int8 exports")
         if cfg.io not in ("float32", "uint8", "int8"):
             raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
         if cfg.fp16_arithmetic and not cfg.fp16:
@@ -144,6 +152,35 @@ class Exporter:
         self.graph_io = "uint8" if cfg.io == "uint8" else "float32"
         self.results: list[ParityResult] = []
         self.artifacts: list[dict] = []
+
+    def _int8_params(self):
+        """``(Int8Params or None, why)``: what replaces range selection and QAT in this export."""
+        from ..quantize import int8_params as ip
+
+        cfg, choice = self.cfg, self.cfg.int8_params
+        if cfg.save_int8_params and cfg.act != "int8":
+            raise SrDeployError("--save-int8-params saves int8 activation ranges; it does not apply to --act int16")
+        if choice == "none":
+            return None, "--int8-params none"
+        if choice != "auto":
+            if cfg.qat_steps or cfg.ranges != "auto" or cfg.act != "int8":
+                raise SrDeployError("--int8-params FILE replaces --ranges, --qat-steps and --act: give one or the other")
+            return ip.load(choice), f"file {choice}"
+        shipped = getattr(getattr(self.source, "spec", None), "int8_params", {}).get(self.scale)
+        if shipped is None:
+            return None, "no shipped INT8 parameters for this model"
+        why_not = [why for cond, why in (
+            (self.source.weights_info.get("source") in ("official", "embedded")
+             and self.source.weights_info.get("sha256") == shipped.metrics.get("float_weights_sha256"),
+             "other weights than the ones they were made for"),
+            (tuple(cfg.rewrites) == tuple(shipped.metrics.get("rewrites", ())), "other --rewrites"),
+            (not cfg.qat_steps and cfg.ranges == "auto" and cfg.act == "int8", "--ranges/--qat-steps/--act given"),
+        ) if not cond]
+        if why_not:
+            return None, f"shipped INT8 parameters not used: {why_not[0]}"
+        from ..models.weights import resolve_weights
+
+        return ip.load(resolve_weights(shipped), shipped.sha256), f"shipped {shipped.file}"
 
     # ------------------------------------------------------------------ parity
     def _parity_inputs(self) -> list[ParityInput]:
@@ -278,9 +315,27 @@ class Exporter:
                     self.source.write_onnx(float_onnx, self.size, tuple(cfg.rewrites))
                     self._convert(float_onnx, work / "onnx2tf_float")
                     saved = work / "onnx2tf_float" / "saved_model"
-                blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
-                                         self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
-                                         qat_images=self.calibration.images, progress=True)
+                params_out: list = []
+                params = self.int8_params
+                if params is not None:
+                    self.log(f"  INT8 weights and ranges from {self.int8_params_note} (no calibration statistics, "
+                             "no QAT: --int8-params none for post-training quantization)")
+                try:
+                    blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
+                                             self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
+                                             qat_images=self.calibration.images, progress=True, params=params,
+                                             params_out=params_out)
+                except SrDeployError as exc:
+                    if params is None or cfg.int8_params != "auto":
+                        raise
+                    # a shipped file that no longer fits this converter's graph: say so, never lose the export
+                    self.log(f"  WARNING: {exc}; post-training quantization instead")
+                    self.int8_params_note = f"shipped INT8 parameters not used: {exc}"
+                    blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
+                                             self.calibration.held_out, cfg.seed, self.log, progress=True,
+                                             params_out=params_out)
+                how["int8_params_choice"] = self.int8_params_note
+
                 int8_path.write_bytes(blob)
                 # INT8 is gated on the real image only: uniform noise lies outside the calibrated ranges
                 gate_inputs = inputs[:1]
@@ -289,6 +344,12 @@ class Exporter:
                               quantization={"io": cfg.io, "activations": cfg.act, "weights": "int8 per-channel",
                                             "calibration": self.calibration.describe(), **how})
                 self._stop_if_failed()
+                if cfg.save_int8_params:  # only once the INT8 artifact passed its gate
+                    from ..quantize import int8_params as ip
+
+                    params_out[0].meta.update(self._int8_params_meta(how))
+                    ip.save(params_out[0], cfg.save_int8_params)
+                    self.log(f"  INT8 weights and ranges written to {cfg.save_int8_params}")
         if cfg.quality or cfg.int8:
             self.quality = self._quality_report()
         produced = {a["file"] for a in self.artifacts}
@@ -296,6 +357,13 @@ class Exporter:
             if name not in produced:
                 (self.out_dir / name).unlink(missing_ok=True)
         return self._write_manifest("passed" if cfg.parity else "unchecked")
+
+    def _int8_params_meta(self, how: dict) -> dict:
+        h, w = self.size
+        return {"model": self.source.name, "scale": self.scale, "rewrites": list(self.cfg.rewrites),
+                "float_weights_sha256": self.source.weights_info.get("sha256"),
+                "made_at": f"{h}x{w}", "made_with": {k: v for k, v in how.items() if k in ("ranges", "qat")},
+                "tools": tool_versions()}
 
     def _convert(self, onnx_path: Path, work: Path) -> dict:
         """onnx2tf; on a user's own graph a converter failure is a property of the input (exit 2)."""

@@ -56,17 +56,22 @@ def check_int8_options(io: str, act: str, ranges: str, qat_steps: int = 0) -> st
 def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32", act: str = "int8",
                  ranges: str = "minmax", held_out: np.ndarray | None = None, seed: int = 0,
                  log=print, qat_steps: int = 0, qat_images: list[np.ndarray] | None = None,
-                 progress: bool = False) -> tuple[bytes, dict]:
+                 progress: bool = False, params=None, params_out: list | None = None) -> tuple[bytes, dict]:
     """Return ``(tflite bytes, how it was quantized)``; *ranges* as in :mod:`.ranges`; with
     ``qat_steps`` the weights (and ranges) are fine-tuned first (:mod:`.qat`) on patches of
-    *qat_images*, and judged on *held_out* against the plain post-training model."""
+    *qat_images*, and judged on *held_out* against the plain post-training model.
+
+    *params* (:class:`.int8_params.Int8Params`, e.g. a registry model's shipped quantization-ready
+    weights and ranges) replace range selection and QAT: the converter quantizes the calibrated
+    graph with exactly those weights and ranges. *params_out*, when a list, receives the
+    :class:`.int8_params.Int8Params` of the graph that was quantized (``--save-int8-params``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ..runtime import quiet_tensorflow
 
     quiet_tensorflow()
     import tensorflow as tf
 
-    from .ranges import calibrate, converter_for, select_ranges
+    from .ranges import calibrate, converter_for, quantize_calibrated, select_ranges
 
     ranges = check_int8_options(io, act, ranges, qat_steps)
     if ranges == "auto" and held_out is None:
@@ -80,12 +85,23 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
 
             with native_stderr_filtered():
                 return converter.convert(), {"ranges": {"method": "minmax"}}
-        calibrated = calibrate(saved_model_dir, frames)
-        blob, choice = select_ranges(calibrated, frames, held_out, ranges, io, seed, log)
-        how = {"ranges": choice.to_json()}
-        if qat_steps:
-            blob, how["qat"] = _quantization_aware(calibrated, choice.calibrated, blob, io, qat_steps, qat_images,
-                                                   held_out if held_out is not None else frames, seed, progress, log)
+        from . import int8_params
+
+        if params is not None:
+            # the ranges come from the file: two frames give the converter its calibrated structure
+            final = int8_params.apply(calibrate(saved_model_dir, frames[:2]), params)
+            blob = quantize_calibrated(final, io)
+            how = {"ranges": {"method": "int8-params"}, "int8_params": params.describe()}
+        else:
+            calibrated = calibrate(saved_model_dir, frames)
+            blob, choice = select_ranges(calibrated, frames, held_out, ranges, io, seed, log)
+            how, final = {"ranges": choice.to_json()}, choice.calibrated
+            if qat_steps:
+                blob, how["qat"], final = _quantization_aware(
+                    calibrated, choice.calibrated, blob, io, qat_steps, qat_images,
+                    held_out if held_out is not None else frames, seed, progress, log)
+        if params_out is not None:
+            params_out.append(int8_params.extract(final))
     except SrDeployError:
         raise
     except Exception as exc:  # converter errors are long MLIR dumps: keep the first line
@@ -99,8 +115,9 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
 
 def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: str, steps: int,
                         images: list[np.ndarray] | None, judge: np.ndarray, seed: int, progress: bool,
-                        log) -> tuple[bytes, dict]:
-    """QAT from the chosen ranges; keep it only if it is closer to the float model than PTQ on the
+                        log) -> tuple[bytes, dict, bytes]:
+    """QAT from the chosen ranges (returns the INT8 model, the report and the calibrated graph it was
+    quantized from); keep it only if it is closer to the float model than PTQ on the
     worst *judge* crop (held-out crops when there are any), else keep the PTQ model and say so."""
     from .qat import TFLiteGraph, finetune
     from .ranges import quantize_calibrated, worst_crop_psnr
@@ -120,12 +137,12 @@ def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: s
         after = worst_crop_psnr(quantize_calibrated(tuned, "float32"), reference, judge)
     except SrDeployError as exc:  # e.g. XNNPACK refusing a scale ratio: never lose the export to QAT
         log(f"  QAT: the fine-tuned INT8 model does not run ({exc}); the post-training model is kept")
-        return ptq_blob, {**report, "fidelity_db_after": None, "kept": False, "error": str(exc)}
+        return ptq_blob, {**report, "fidelity_db_after": None, "kept": False, "error": str(exc)}, chosen
     kept = after > before
     log(f"  QAT: INT8 vs float on the worst of {len(judge)} held-out crops {before:.2f} -> {after:.2f} dB"
         + ("" if kept else " (worse: the post-training model is kept)"))
     report.update({"fidelity_db_after": round(after, 3), "kept": kept})
-    return (quantize_calibrated(tuned, io) if kept else ptq_blob), report
+    return (quantize_calibrated(tuned, io) if kept else ptq_blob), report, (tuned if kept else chosen)
 
 
 def set_uint8_io_exact(blob: bytes) -> bytes:

@@ -1,0 +1,195 @@
+"""Quantization-ready INT8 parameters: QAT's result, saved once and applied to any export size.
+
+``--qat-steps`` fine-tunes a calibrated float TFLite graph (:mod:`.qat`): its conv weights and
+biases, and the min/max of every activation from which the converter derives each scale and zero
+point. Nothing of that depends on the frame size — the weights have no spatial extent, and the
+simulation trains on 64×64 crops whatever the export size — so the result is written once
+(``sr-export ... --qat-steps N --save-int8-params FILE``) and re-applied to a fresh export of the
+same graph at any size (``--int8-params FILE``; for registry models a shipped file is used by
+default): the export then skips calibration statistics, range selection and QAT, and the integer
+model is still the converter's own, built from exactly the trained weights and ranges.
+
+Tensors are addressed by their index in the converter's flatbuffer. onnx2tf and the converter emit
+the same graph in the same order for every frame size (checked: imdn_rtc at 64×64 and 48×80 gives
+146 tensors and 85 operators in one order), but their *names* carry Keras' per-process counters, so
+names are not used. A structural signature — every operator's kind and tensor indices, every
+tensor's rank and channel count, every stored weight's shape — guards the indices: a file made for
+another graph (other rewrites, another converter version, another network) is refused, never
+half-applied.
+
+The file is a ``.npz`` read with ``allow_pickle=False`` (a user's file is hostile until parsed):
+arrays ``w<index>`` (float32 weights and biases), ``ranges`` (N × 3: tensor index, min, max) and
+``meta`` (UTF-8 JSON: format, signature, model, scale, rewrites, the float weights' sha256, recipe).
+Written by hand because the converter has no format for "calibrated ranges + weights" of one graph
+that another conversion of it can take.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SrDeployError
+
+__all__ = ["FORMAT", "Int8Params", "extract", "load", "save", "apply", "graph_signature"]
+
+FORMAT = "srdeploy-int8-params-v1"
+#: a file larger than this is not an INT8 parameter file of a lightweight SR network
+MAX_BYTES = 256 << 20
+
+
+@dataclass
+class Int8Params:
+    signature: str
+    #: tensor index -> float32 constant (conv / depthwise weights in the flatbuffer's layout, biases)
+    weights: dict[int, np.ndarray]
+    #: tensor index -> (min, max) of the calibrated activation
+    ranges: dict[int, tuple[float, float]]
+    meta: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {"format": FORMAT, "signature": self.signature, "weights": len(self.weights),
+                "ranges": len(self.ranges), **{k: v for k, v in self.meta.items() if k not in ("format", "signature")}}
+
+
+def _kinds(model) -> list[str]:
+    from ..benchmark.profile import op_kind, op_name_map
+
+    names = op_name_map()
+    return [op_kind(model, op, names) for op in model.subgraphs[0].operators]
+
+
+def _weight_indices(model) -> list[int]:
+    """The tensors QAT trains: inputs 1 (weights) and 2 (bias) of every CONV_2D / DEPTHWISE_CONV_2D."""
+    out: list[int] = []
+    for kind, op in zip(_kinds(model), model.subgraphs[0].operators):
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            out += [int(i) for i in list(op.inputs)[1:3] if int(i) >= 0]
+    return out
+
+
+def graph_signature(model) -> str:
+    """sha256 of the graph's structure without its frame size (see the module docstring)."""
+    sg = model.subgraphs[0]
+    h = hashlib.sha256()
+    for kind, op in zip(_kinds(model), sg.operators):
+        h.update(f"{kind}:{list(map(int, op.inputs))}>{list(map(int, op.outputs))};".encode())
+    for t in sg.tensors:
+        shape = [int(d) for d in (t.shape if t.shape is not None else ())]
+        h.update(f"{int(t.type)}/{len(shape)}/{shape[-1] if shape else 0};".encode())
+    for i in _weight_indices(model):
+        h.update(f"w{i}:{[int(d) for d in sg.tensors[i].shape]};".encode())
+    h.update(f"in{list(map(int, sg.inputs))}out{list(map(int, sg.outputs))}".encode())
+    return h.hexdigest()
+
+
+def _parse(blob: bytes):
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    return fu.convert_bytearray_to_object(bytearray(blob))
+
+
+def extract(calibrated: bytes, meta: dict | None = None) -> Int8Params:
+    """The weights and activation ranges of a calibrated float graph (e.g. QAT's tuned one)."""
+    model = _parse(calibrated)
+    sg = model.subgraphs[0]
+    weights = {}
+    for i in _weight_indices(model):
+        t = sg.tensors[i]
+        data = model.buffers[t.buffer].data
+        weights[i] = np.frombuffer(bytes(bytearray(data)), np.float32).reshape([int(d) for d in t.shape]).copy()
+    ranges = {}
+    for i, t in enumerate(sg.tensors):
+        q = t.quantization
+        if q is not None and q.min is not None and len(q.min) == 1 and i not in weights:
+            ranges[i] = (float(q.min[0]), float(q.max[0]))
+    if not ranges:
+        raise SrDeployError("no calibrated activation ranges in this graph (not a calibrated model)")
+    return Int8Params(graph_signature(model), weights, ranges, dict(meta or {}))
+
+
+def save(params: Int8Params, path: str | os.PathLike) -> Path:
+    """Write *params* to *path* (a temporary name renamed when complete)."""
+    path = Path(path)
+    meta = {**params.meta, "format": FORMAT, "signature": params.signature}
+    arrays = {f"w{i}": np.ascontiguousarray(a, np.float32) for i, a in params.weights.items()}
+    arrays["ranges"] = np.array([[i, lo, hi] for i, (lo, hi) in sorted(params.ranges.items())], np.float64)
+    arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".int8params-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike, sha256: str | None = None) -> Int8Params:
+    """Read and validate an INT8 parameter file; anything wrong with it is one SrDeployError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SrDeployError(f"INT8 parameter file not found: {path}")
+    if path.stat().st_size > MAX_BYTES:
+        raise SrDeployError(f"{path} is {path.stat().st_size:,} bytes: not an INT8 parameter file")
+    blob = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
+        raise SrDeployError(f"INT8 parameter file {path.name} is damaged or not the shipped one: sha256 "
+                            f"{hashlib.sha256(blob).hexdigest()} != {sha256}")
+    bad = f"{path} is not a valid INT8 parameter file"
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(bytes(arrays.pop("meta").astype(np.uint8)).decode())
+        table = arrays.pop("ranges")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, EOFError) as exc:
+        raise SrDeployError(f"{bad} ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("signature"), str):
+        raise SrDeployError(f"{bad}: format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT}")
+    if table.ndim != 2 or table.shape[1] != 3 or not np.all(np.isfinite(table)) or np.any(table[:, 1] > table[:, 2]):
+        raise SrDeployError(f"{bad}: its ranges table is malformed (non-finite or min > max)")
+    weights = {}
+    for k, a in arrays.items():
+        if not (k.startswith("w") and k[1:].isdigit()) or a.dtype != np.float32 or not np.all(np.isfinite(a)):
+            raise SrDeployError(f"{bad}: unexpected array {k!r} ({a.dtype})")
+        weights[int(k[1:])] = a
+    ranges = {int(i): (float(lo), float(hi)) for i, lo, hi in table}
+    return Int8Params(meta["signature"], weights, ranges, meta)
+
+
+def apply(calibrated: bytes, params: Int8Params) -> bytes:
+    """*calibrated* (the converter's calibrated float graph of this export) with *params*' weights
+    and ranges; refused when *params* were made for another graph."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = _parse(calibrated)
+    sig = graph_signature(model)
+    if sig != params.signature:
+        raise SrDeployError("the INT8 parameters were made for another graph (another network, rewrites or "
+                            f"converter version): signature {params.signature[:12]} != this export's {sig[:12]}")
+    sg = model.subgraphs[0]
+    expected = set(_weight_indices(model))
+    if set(params.weights) != expected:
+        raise SrDeployError("the INT8 parameters do not hold every conv weight of this graph")
+    for i, arr in params.weights.items():
+        t = sg.tensors[i]
+        if list(arr.shape) != [int(d) for d in t.shape]:
+            raise SrDeployError(f"INT8 parameters: weight {i} has shape {list(arr.shape)}, the graph {list(t.shape)}")
+        model.buffers[t.buffer].data = np.frombuffer(np.ascontiguousarray(arr, np.float32).tobytes(), np.uint8)
+    for i, (lo, hi) in params.ranges.items():
+        if not 0 <= i < len(sg.tensors):
+            raise SrDeployError(f"INT8 parameters: tensor {i} is not in this graph")
+        q = sg.tensors[i].quantization
+        if q is None or q.min is None:
+            raise SrDeployError(f"INT8 parameters: tensor {i} has no calibrated range in this graph")
+        q.min, q.max = [lo], [hi]
+    return bytes(fu.convert_object_to_bytearray(model))
