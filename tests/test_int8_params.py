@@ -152,7 +152,7 @@ def test_load_refuses_a_sha256_mismatch(tmp_path):
     f = tmp_path / "p.npz"
     ip.save(ip.Int8Params("sig", {3: np.ones((2, 1, 1, 2), np.float32)}, {5: (-1.0, 1.0)}, {}), f)
     assert ip.load(f).weights[3].shape == (2, 1, 1, 2) and ip.load(f).ranges == {5: (-1.0, 1.0)}
-    with pytest.raises(SrDeployError, match="damaged or not the shipped one"):
+    with pytest.raises(SrDeployError, match="imdn_rtc_x2_int8.npz are damaged: sha256"):
         ip.load(f, sha256="0" * 64)
 
 
@@ -191,6 +191,6 @@ def test_registry_int8_export_uses_the_shipped_params_by_default(tmp_path, weigh
     assert _int8(manifest)["quantization"]["ranges"]["method"] != "int8-params"
     # a shipped file whose sha256 does not match is refused before anything is written
     monkeypatch.setitem(spec.int8_params, 2, dataclasses.replace(ws, sha256="0" * 64))
-    with pytest.raises(SrDeployError, match="damaged or not the shipped one"):
+    with pytest.raises(SrDeployError, match="imdn_rtc_x2_int8.npz are damaged: sha256"):
         _export(tmp_path / "bad", data_root)
     assert not (tmp_path / "bad").exists()

@@ -89,6 +89,13 @@ def convert_onnx2tf(onnx_path: Path, work_dir: Path) -> dict[str, Path]:
             # pattern match does not fire on torch's export): the polynomial erf of Abramowitz &
             # Stegun 7.1.26 (|error| ≤ 1.5e-7) in builtin ops. The parity gate checks the result.
             pseudo = ["erf"] if any(n.op_type == "Erf" for n in nodes) else []
+            # Keras numbers layers per process (tf.math.add_39 vs add_79 on a second conversion), and
+            # the converter orders tensors and operators by those names: reset them so that every
+            # conversion of one graph gives the same flatbuffer, first in a process or not (INT8
+            # parameter files address tensors by their place in it; same-size exports are byte-equal).
+            import tf_keras
+
+            tf_keras.backend.clear_session()
             with open(log, "w") as fh, contextlib.redirect_stdout(fh), _quiet(), \
                     heartbeat(f"onnx2tf: converting {n_ops} ONNX ops to TFLite"):
                 onnx2tf.convert(

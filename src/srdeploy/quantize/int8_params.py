@@ -12,7 +12,9 @@ model is still the converter's own, built from exactly the trained weights and r
 Tensors are addressed by their index in the converter's flatbuffer. onnx2tf and the converter emit
 the same graph in the same order for every frame size (checked: imdn_rtc at 64×64 and 48×80 gives
 146 tensors and 85 operators in one order), but their *names* carry Keras' per-process counters, so
-names are not used. A structural signature — every operator's kind and tensor indices, every
+names are not used, and the order itself follows those names: :func:`..export.formats.convert_onnx2tf`
+resets the counters before each conversion, so a second conversion in one process gives the same
+order as the first (without it, both tensors and operators were permuted). A structural signature — every operator's kind and tensor indices, every
 tensor's rank and channel count, every stored weight's shape — guards the indices: a file made for
 another graph (other rewrites, another converter version, another network) is refused, never
 half-applied.
