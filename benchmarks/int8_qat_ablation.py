@@ -10,6 +10,9 @@ reports each one's held-out fidelity and Set5/Set14 drop — a diagnostic, not a
     # variants NAME=STEPS:LR:learned|fixed (minutes to hours on a 2-core CPU)
     python benchmarks/int8_qat_ablation.py imdn_rtc 2 720 480 --ranges p99.99 \
         --variant fixed300=300:1e-4:fixed --variant learned300=300:1e-4:learned --json out.json
+    # intermediate-tensor distillation (block outputs, weight 1) against output-only, with the curve
+    python benchmarks/int8_qat_ablation.py imdn_rtc 2 720 480 --ranges p99.99 --curve-every 250 \
+        --variant out1000=1000:3e-4:learned --variant add1000=1000:3e-4:learned:1:add
 """
 from __future__ import annotations
 
@@ -33,12 +36,24 @@ from srdeploy.quantize.ranges import (activation_samples, calibrate, parse_range
 from srdeploy.runtime import TFLiteRunner
 
 
-def _variant(text: str) -> tuple[str, int, float, bool]:
+#: intermediate tensors a variant can distil on: operator kinds whose outputs are matched
+FEATURES = {"add": ("ADD",), "concat": ("CONCATENATION",), "add+concat": ("ADD", "CONCATENATION"), "all": ("*",)}
+
+
+def _variant(text: str) -> tuple[str, int, float, bool, float, tuple[str, ...]]:
+    """NAME=STEPS:LR:learned|fixed[:FEATURE_WEIGHT[:add|concat|add+concat|all]]"""
     name, _, spec = text.partition("=")
-    steps, lr, mode = spec.split(":")
+    parts = spec.split(":")
+    if len(parts) not in (3, 4, 5):
+        raise argparse.ArgumentTypeError(f"expected NAME=STEPS:LR:learned|fixed[:W[:KINDS]], got {text!r}")
+    steps, lr, mode = parts[:3]
     if mode not in ("learned", "fixed"):
         raise argparse.ArgumentTypeError(f"range mode must be learned or fixed, got {mode!r}")
-    return name, int(steps), float(lr), mode == "learned"
+    weight = float(parts[3]) if len(parts) > 3 else 0.0
+    kinds = parts[4] if len(parts) > 4 else "add"
+    if kinds not in FEATURES:
+        raise argparse.ArgumentTypeError(f"feature tensors must be one of {', '.join(FEATURES)}, got {kinds!r}")
+    return name, int(steps), float(lr), mode == "learned", weight, FEATURES[kinds]
 
 
 def _drops(name: str, scale: int, blob: bytes, work: Path, root: Path, fp32: dict) -> dict:
@@ -60,7 +75,12 @@ def main() -> dict:
     ap.add_argument("width", type=int)
     ap.add_argument("--ranges", default="p99.99")
     ap.add_argument("--diagnose", action="store_true", help="per-group error of PTQ on 2 held-out 256x256 crops")
-    ap.add_argument("--variant", type=_variant, action="append", default=[], metavar="NAME=STEPS:LR:learned|fixed")
+    ap.add_argument("--variant", type=_variant, action="append", default=[],
+                    metavar="NAME=STEPS:LR:learned|fixed[:W[:add|concat|add+concat|all]]",
+                    help="W > 0: intermediate-tensor distillation on those operators' outputs, weight W")
+    ap.add_argument("--curve-every", type=int, default=0, metavar="K",
+                    help="every K steps, convert the current weights and record held-out fidelity and the "
+                         "Set5/Set14 drop (the curve steps -> dB; one cosine schedule over the variant's STEPS)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -94,12 +114,23 @@ def main() -> dict:
             for k, v in results["error_by_group_db"].items():
                 print(f"  {k:<45} {v:6.2f} dB", flush=True)
         results["variants"] = {}
-        for name, steps, lr, learned in args.variant:
+        for name, steps, lr, learned, weight, kinds in args.variant:
             graph = TFLiteGraph(chosen, ptq)
+            curve: list[dict] = []
+
+            def point(step, g, steps=steps, curve=curve, name=name):
+                if args.curve_every and step % args.curve_every == 0 and step < steps:
+                    blob = quantize_calibrated(g.calibrated_with_weights(), "float32")
+                    curve.append({"step": step, "fidelity_db": round(worst_crop_psnr(blob, reference, cal.held_out), 3),
+                                  **_drops(args.model, args.scale, blob, work, root, fp32)})
+                    print(" ", name, curve[-1], flush=True)
+
             t0 = time.perf_counter()
-            fit = finetune(graph, cal.images, steps, lr=lr, learn_ranges=learned, seed=0)
+            fit = finetune(graph, cal.images, steps, lr=lr, learn_ranges=learned, seed=0, feature_weight=weight,
+                           feature_kinds=kinds, callback=point)
             tuned = quantize_calibrated(graph.calibrated_with_weights(), "float32")
             results["variants"][name] = {"steps": steps, "lr": lr, "ranges": "learned" if learned else "fixed",
+                                         "feature_weight": weight, "feature_ops": list(kinds), "curve": curve,
                                          "seconds": round(time.perf_counter() - t0, 1),
                                          "loss_first": fit.loss_first, "loss_last": fit.loss_last,
                                          "fidelity_db": round(worst_crop_psnr(tuned, reference, cal.held_out), 3),

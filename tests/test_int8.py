@@ -330,6 +330,39 @@ def test_qat_brings_int8_closer_to_float_on_held_out_crops(qat_graph, data_root)
     assert after > before + 0.2, (before, after)
 
 
+@pytest.mark.slow
+def test_qat_intermediate_distillation_matches_block_outputs(qat_graph, data_root):
+    """With feature_weight > 0 the loss also sees the residual ADDs' outputs: the kept tensors are
+    exactly those, the run brings INT8 closer on held-out crops, and its output-loss record differs
+    from an output-only run of the same seed (so the term is really in the gradient)."""
+    import copy
+
+    from srdeploy.quantize.qat import finetune
+    from srdeploy.quantize.ranges import worst_crop_psnr
+
+    graph, blob, q, frames = qat_graph
+    adds = graph.outputs_of(("ADD",))
+    assert adds and all(op.kind == "ADD" for op in graph.ops if op.outputs[0] in adds)
+    cal = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 1, seed=7, held_out=3)
+    runs, seen = {}, []
+    for w in (0.0, 1.0):
+        g = copy.deepcopy(graph)
+        runs[w] = (g, finetune(g, cal.images, 20, patch=48, batch=4, seed=0, feature_weight=w, log=lambda m: None,
+                               callback=lambda step, gr, w=w: seen.append((w, set(gr.kept)))))
+    g, res = runs[1.0]
+    assert {frozenset(k) for w, k in seen if w == 1.0} == {frozenset(set(adds) - {g.output_index})}
+    assert all(not k for w, k in seen if w == 0.0) and not g.kept  # nothing held after the run
+    assert res.loss_last != runs[0.0][1].loss_last
+    runner = TFLiteRunner(model_content=blob)
+    reference = [runner(f[None])[0] for f in cal.held_out]
+    after = worst_crop_psnr(quantize_calibrated(g.calibrated_with_weights(), "float32"), reference, cal.held_out)
+    assert after > worst_crop_psnr(q, reference, cal.held_out) + 0.1
+    with pytest.raises(SrDeployError, match=">= 0"):
+        finetune(copy.deepcopy(graph), cal.images, 1, feature_weight=-1.0, log=lambda m: None)
+    with pytest.raises(SrDeployError, match="no GELU outputs"):
+        finetune(copy.deepcopy(graph), cal.images, 1, feature_weight=1.0, feature_kinds=("GELU",), log=lambda m: None)
+
+
 def test_error_by_group_switches_quantization_per_group(qat_graph):
     import torch
 

@@ -115,6 +115,7 @@ class TFLiteGraph(nn.Module):
         self.weights = nn.ParameterDict()
         self.const: dict[int, torch.Tensor] = {}
         self.ops: list[_Op] = []
+        self.kept: dict[int, torch.Tensor] = {}  # see forward(keep=...)
         for op in sg.operators:
             kind = op_kind(self._model, op, names)
             if kind not in self.SUPPORTED:
@@ -278,8 +279,10 @@ class TFLiteGraph(nn.Module):
         return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -127, 127), scale
 
     # -- the graph -----------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, quant: bool = True) -> torch.Tensor:
-        """*x*: NCHW float in [0, 1]; returns NCHW."""
+    def forward(self, x: torch.Tensor, quant: bool = True, keep: frozenset[int] | set[int] = frozenset()
+                ) -> torch.Tensor:
+        """*x*: NCHW float in [0, 1]; returns NCHW. The tensors named in *keep* are left in
+        ``self.kept`` (index -> tensor) for a loss on intermediate tensors."""
         static = self.static_shape[self.input_index]
         self._input_ratio = (x.shape[2] / static[1], x.shape[3] / static[2])
         env: dict[int, torch.Tensor] = {self.input_index: self._fq(x, self.input_index) if quant else x}
@@ -287,7 +290,12 @@ class TFLiteGraph(nn.Module):
             y = self._run(op, env, quant)
             out = op.outputs[0]
             env[out] = self._fq(y, out) if quant else y
+        self.kept = {i: env[i] for i in keep if i in env}
         return env[self.output_index]
+
+    def outputs_of(self, kinds: tuple[str, ...]) -> list[int]:
+        """The output tensors of every operator of these kinds, in graph order (``("*",)``: all)."""
+        return [op.outputs[0] for op in self.ops if "*" in kinds or op.kind in kinds]
 
     def _arg(self, env, i: int) -> torch.Tensor:
         return env[i] if i in env else self.const[i]
@@ -488,8 +496,15 @@ def error_by_group(graph: TFLiteGraph, x: torch.Tensor) -> dict[str, float]:
 
 def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float = 3e-4, patch: int = 64,
              batch: int = 8, seed: int = 0, learn_ranges: bool = True, range_lr: float = 3e-4,
-             progress: bool = False, log=print) -> QATResult:
-    """Fine-tune *graph*'s weights so its fake-quantized output matches its float output."""
+             progress: bool = False, log=print, feature_weight: float = 0.0,
+             feature_kinds: tuple[str, ...] = ("ADD",), callback=None) -> QATResult:
+    """Fine-tune *graph*'s weights so its fake-quantized output matches its float output.
+
+    ``feature_weight`` > 0 adds intermediate-tensor distillation: the fake-quantized graph also
+    matches the float graph on the outputs of every operator of ``feature_kinds`` (by default the
+    residual ADDs that end each block), each as its MSE relative to the float tensor's mean square
+    (so every block weighs the same whatever its scale), averaged and weighted. ``callback(step,
+    graph)`` runs after each step (the ablation's curve)."""
     import time
 
     from ..progress import bar as progress_bar
@@ -509,23 +524,37 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.0)
     rng = np.random.default_rng([seed, 0x9A7])
+    if feature_weight < 0:
+        raise SrDeployError("the intermediate-tensor loss weight must be >= 0")
+    keep = frozenset(i for i in graph.outputs_of(feature_kinds) if i != graph.output_index) \
+        if feature_weight > 0 else frozenset()
+    if feature_weight > 0 and not keep:
+        raise SrDeployError(f"no {'/'.join(feature_kinds)} outputs in this graph to distil on")
     losses, t0 = [], time.perf_counter()
     bar = progress_bar(range(steps), desc="QAT", unit="step", enabled=progress)
     for _ in bar:
         x = qat_patches(images, batch, patch, rng)
         with torch.no_grad():
-            target = teacher(x, quant=False)
+            target = teacher(x, quant=False, keep=keep)
         # the float graph is the target, not the HR: measured on IMDN_RTC x2 (300 steps), an L1-to-HR
         # term gave a larger Set5/Set14 drop (0.78/0.61 dB) than matching the float model (0.71/0.52)
-        loss = F.mse_loss(graph(x, quant=True), target)
+        out_loss = F.mse_loss(graph(x, quant=True, keep=keep), target)
+        loss = out_loss
+        if keep:
+            feat = torch.stack([F.mse_loss(graph.kept[i], t) / t.pow(2).mean().clamp_min(1e-12)
+                                for i, t in teacher.kept.items()]).mean()
+            loss = out_loss + feature_weight * feat
         if not torch.isfinite(loss):
             raise SrDeployError(f"QAT diverged (non-finite loss at step {len(losses) + 1}); export without --qat-steps")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(out_loss.detach()))  # the output's error: what fidelity measures
+        if callback is not None:
+            callback(len(losses), graph)
         bar.set_postfix(psnr=f"{10 * math.log10(1 / max(np.mean(losses[-50:]), 1e-12)):.2f}dB")
+    graph.kept = {}  # drop the last step's intermediate tensors (and their autograd graph)
     k = max(1, min(50, len(losses) // 4))  # first and last quarter (at most 50 steps each)
     res = QATResult(steps, lr, patch, batch, float(np.mean(losses[:k])), float(np.mean(losses[-k:])),
                     time.perf_counter() - t0)
