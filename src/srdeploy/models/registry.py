@@ -141,18 +141,16 @@ _register(ModelSpec(
                             remap=((r"^model\.0\.", "fea_conv."), (r"^model\.1\.sub\.5\.", "LR_conv."),
                                    (r"^model\.1\.sub\.", "blocks."), (r"^model\.2\.", "upsampler.0.")),
                             source="Zheng222/IMDN @ 8f158e6")},
-    int8_params={2: WeightsSpec(
-        "imdn_rtc_x2_int8.npz", "863c3a7acd426466030351a3b8e17714dad1124dcef15cd26b80ffd7e990e648", url="",
-        embedded=True, source="srdeploy sr-export --qat-steps (embedded in the package)",
-        training="`sr-export --model imdn_rtc --int8 --calib ../shared/data/div2k/HR --int8-params none --qat-steps "
-                 "5000 --save-int8-params runs/qat/imdn_rtc_x2_int8.npz --out runs/qat/rtc720` (720x480, 16 "
-                 "calibration crops of the 8 DIV2K HR images, --ranges auto chose p99.99, then 5000 QAT steps: batch "
-                 "8 of 64x64 crops, Adam 3e-4 cosine, seed 0; 1413 s on the 2-core CPU, 2026-12-03). INT8 vs float "
-                 "on the worst of 4 held-out crops 40.43 -> 45.45 dB",
-        metrics={"float_weights_sha256": "5696ca25971477a93f2a3f3b235039e30afefff1bb560efdc48c0f880635a2ab",
-                 "rewrites": ("split_mean", "dcr", "gelu"),
-                 # sr-export's quality report at 720x480 (PSNR-Y drop vs PyTorch FP32 of the official weights)
-                 "set5_drop_db_720x480": 0.320, "set14_drop_db_720x480": 0.272})},
+    int8_params={2: _int8_file(
+        "imdn_rtc_x2_int8.npz", "863c3a7acd426466030351a3b8e17714dad1124dcef15cd26b80ffd7e990e648",
+        "5696ca25971477a93f2a3f3b235039e30afefff1bb560efdc48c0f880635a2ab",
+        "sr-export --model imdn_rtc --int8 --calib ../shared/data/div2k/HR --int8-params none --qat-steps 5000 "
+        "--save-int8-params runs/qat/imdn_rtc_x2_int8.npz --out runs/qat/rtc720",
+        "720x480, 16 calibration crops of the 8 DIV2K HR images, --ranges auto chose p99.99, then 5000 QAT steps: "
+        "batch 8 of 64x64 crops, Adam 3e-4 cosine, seed 0; 1413 s on the 2-core CPU, 2026-12-03. INT8 vs float on "
+        "the worst of 4 held-out crops 40.43 -> 45.45 dB",
+        # sr-export's quality report at 720x480 (PSNR-Y drop vs PyTorch FP32 of the official weights)
+        {"set5_drop_db_720x480": 0.320, "set14_drop_db_720x480": 0.272})},
     reference="IMDN, RTC image SR challenge winner"))
 _register(ModelSpec(
     "imdn_rte", "IMDN_RTE: 20 features, stride-2 head, 6 large IMDB with ReLU, no bias (90 k params)",
