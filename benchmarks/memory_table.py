@@ -8,7 +8,8 @@ the latency cost of a memory setting is a ratio within the run:
 Settings: LiteRT Interpreter with its default XNNPACK delegate (what apps get), CompiledModel with
 LiteRT's default XNNPACK flags, CompiledModel with flags 0x23 (0x1 QS8 and 0x2 QU8, XNNPACK's int8
 kernels, which any explicit flags value must repeat, plus 0x20, transient indirection buffers),
-and, for inputs up to 720x480, the built-in kernels without XNNPACK (memory reference).
+and, for inputs up to 720x480, the built-in kernels without XNNPACK (memory reference); ``--flags`` adds
+CompiledModel settings with other XNNPACK flags.
 """
 from __future__ import annotations
 
@@ -41,11 +42,16 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/memory_table.json")
+    ap.add_argument("--flags", nargs="+", default=[], metavar="N",
+                    help="more CompiledModel settings: XNNPACK delegate flags, e.g. 0x103 (0x100: Slinky, XNNPACK's "
+                         "tiled scheduling, where the build has it) — any explicit value must repeat 0x3 for the int8 "
+                         "kernels")
     args = ap.parse_args()
+    extra = [(f"CompiledModel, xnnpack_flags {f}", "xnnpack", "compiled", int(f, 0)) for f in args.flags]
     settings, labels = [], []
     for m in args.models:
         h, w = _hw(m)
-        for label, delegate, runtime, flags in SETTINGS:
+        for label, delegate, runtime, flags in SETTINGS + extra:
             if delegate == "none" and h * w > 720 * 480:
                 continue  # the built-in kernels take many seconds a frame at 1080x1920: memory reference at 720x480
             settings.append(BenchSetting(m, None, args.threads, delegate, runtime, flags))

@@ -46,8 +46,11 @@ def int8_exports(tmp_path_factory, weights_root, data_root):
     out = {}
     for io in ("float32", "uint8", "int8"):
         d = tmp_path_factory.mktemp(f"int8_{io}")
+        # float32 I/O: post-training ranges + 20 QAT steps; the others: the shipped INT8 parameters (default)
+        qat = 20 if io == "float32" else 0
         Exporter(ExportConfig(model="imdn_rtc", size="64x64", int8=True, calib=str(data_root / "div2k" / "HR"),
-                              calib_samples=4, io=io, out=str(d), qat_steps=20 if io == "float32" else 0),
+                              calib_samples=4, io=io, out=str(d), qat_steps=qat,
+                              int8_params="none" if qat else "auto"),
                  log=lambda m: None).run()
         out[io] = d
     return out
@@ -60,7 +63,14 @@ def test_int8_is_full_integer_with_requested_io(int8_exports, io, data_root):
     runner = TFLiteRunner(path)
     assert runner.io_dtypes == (io, io)
     ops, types = _tensor_types(path)
-    assert ops["CONV_2D"] == 28 and ops["DEPTH_TO_SPACE"] == 1
+    import json
+
+    m = json.loads((int8_exports[io] / "manifest.json").read_text())
+    done = {a["file"]: a for a in m["artifacts"]}["model_int8.tflite"]["quantization"]["graph_rewrites"]
+    # 28 convs and 30 channel slices in imdn_rtc's graph; the INT8 graph's own rewrites (the shipped file's)
+    # fold slices into zero-padded weights (slice_conv) or turn them into 0/1 1x1 convs (slice_select)
+    assert ops["CONV_2D"] == 28 + done.get("slice_select", 0) and ops["DEPTH_TO_SPACE"] == 1
+    assert ops.get("STRIDED_SLICE", 0) == 30 - done.get("slice_conv", 0) - done.get("slice_select", 0)
     # no float compute: float tensors exist only at float32 I/O, behind QUANTIZE/DEQUANTIZE
     assert "float32" not in types - ({"float32"} if io == "float32" else set())
     assert set(ops) <= {"CONV_2D", "LEAKY_RELU", "STRIDED_SLICE", "CONCATENATION", "ADD", "DEPTH_TO_SPACE",
@@ -328,6 +338,41 @@ def test_qat_brings_int8_closer_to_float_on_held_out_crops(qat_graph, data_root)
     before = worst_crop_psnr(q, reference, cal.held_out)
     after = worst_crop_psnr(quantize_calibrated(g.calibrated_with_weights(), "float32"), reference, cal.held_out)
     assert after > before + 0.2, (before, after)
+
+
+@pytest.mark.slow
+def test_resumed_qat_matches_the_teacher_not_its_own_starting_weights(qat_graph, data_root):
+    """QAT resumed from weights that were already moved (an INT8 parameter file) must still aim at the
+    source's float model: with ``teacher`` the student's float output moves toward it; without, the student
+    only matches its own (moved) float weights and stays as far from the source."""
+    import copy
+
+    import torch
+
+    from srdeploy.quantize.qat import finetune
+
+    graph, blob, q, frames = qat_graph
+    cal = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 1, seed=7, held_out=0)
+    source = _sim(graph, frames[:2], False)
+
+    def moved():
+        g = copy.deepcopy(graph)
+        with torch.no_grad():
+            for p in g.weight_parameters():
+                p.mul_(0.9)
+        return g
+
+    def distance(g):
+        return float(np.mean((_sim(g, frames[:2], False) - source) ** 2))
+
+    start = moved()
+    d0 = distance(start)
+    with_teacher, alone = moved(), moved()
+    kw = dict(lr=3e-4, range_lr=3e-4, patch=48, batch=4, seed=0, log=lambda m: None)
+    finetune(with_teacher, cal.images, 40, teacher=graph, **kw)
+    finetune(alone, cal.images, 40, **kw)
+    assert distance(with_teacher) < 0.5 * d0, (distance(with_teacher), d0)
+    assert distance(with_teacher) < 0.5 * distance(alone), (distance(with_teacher), distance(alone))
 
 
 @pytest.mark.slow

@@ -120,20 +120,56 @@ def test_corrupted_params_file_is_one_line_exit_2(made, kind, tmp_path, data_roo
 
 @pytest.mark.slow
 def test_params_of_another_graph_are_refused(made, tmp_path, data_root):
-    """Made for the default rewrites; a graph with slice_conv has other operators: refused, exit 2."""
+    """Made for the default rewrites; an INT8 graph with slice_conv has other operators: refused, exit 2."""
     _, params, _ = made
     proc = run_cli("srdeploy.export.cli", "--model", "imdn_rtc", "--size", "32x32", "--int8", "--calib",
-                   str(data_root / "div2k" / "HR"), "--rewrites", "split_mean,dcr,gelu,slice_conv",
+                   str(data_root / "div2k" / "HR"), "--int8-rewrites", "split_mean,dcr,gelu,slice_conv",
                    "--int8-params", str(params), "--out", str(tmp_path / "out"))
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and "made for another graph" in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
+def test_int8_graph_takes_the_params_files_rewrites_while_float_keeps_its_own(made, tmp_path, data_root):
+    """--rewrites changes the float artifacts' graph; by default the INT8 graph is the one the parameter file
+    was made on, so the file still applies (quantized from a second conversion), and the manifest says so."""
+    d, params, made_manifest = made
+    manifest = _export(tmp_path / "out", data_root, rewrites=("split_mean", "dcr", "gelu", "slice_conv"),
+                       int8_params=str(params))
+    assert manifest["graph_rewrites"].get("slice_conv", 0) > 0  # the float graph has the extra rewrite
+    q = _int8(manifest)["quantization"]
+    assert q["rewrites"] == list(ip.load(params).meta["rewrites"]) == ["split_mean", "dcr", "gelu"]
+    assert q["ranges"]["method"] == "int8-params" and "slice_conv" not in q["graph_rewrites"]
+    # the same INT8 model as the export the file was made with (same size, same graph, same parameters)
+    assert (tmp_path / "out" / "model_int8.tflite").read_bytes() == (d / "made" / "model_int8.tflite").read_bytes()
+
+
+@pytest.mark.slow
+def test_qat_resumes_from_a_params_file(made, tmp_path, data_root):
+    """--int8-params FILE --qat-steps N continues from the file's weights and ranges: judged against the file's
+    own INT8 model (its fidelity is the 'before'), recorded with what it continued from, savable again."""
+    _, params, made_manifest = made
+    made_qat = _int8(made_manifest)["quantization"]["qat"]
+    start = made_qat["fidelity_db_after"] if made_qat["kept"] else made_qat["fidelity_db_before"]
+    saved = tmp_path / "resumed.npz"
+    manifest = _export(tmp_path / "resumed", data_root, int8_params=str(params), qat_steps=10,
+                       save_int8_params=str(saved))
+    q = _int8(manifest)["quantization"]
+    assert q["int8_params_choice"] == f"file {params} (QAT resumed from it for 10 steps)"
+    assert q["qat"]["steps"] == 10 and q["qat"]["continued_from"]["made_with"]["qat"]["steps"] == 10
+    assert q["qat"]["fidelity_db_before"] == pytest.approx(start, abs=1e-3)
+    again = ip.load(saved)
+    assert again.signature == ip.load(params).signature
+    assert again.meta["made_with"]["qat"]["continued_from"]["made_at"] == "64x64"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--int8-params", "none"], "apply to --int8 exports"),
     (["--save-int8-params", "x.npz"], "apply to --int8 exports"),
-    (["--int8", "--calib", "CAL", "--int8-params", "FILE", "--qat-steps", "5"], "replaces --ranges, --qat-steps"),
+    (["--int8-rewrites", "slice_conv"], "apply to --int8 exports"),
+    (["--int8", "--calib", "CAL", "--int8-rewrites", "fold-everything"], "unknown rewrite"),
+    (["--int8", "--calib", "CAL", "--int8-params", "FILE", "--ranges", "minmax"], "replaces --ranges and --act"),
     (["--int8", "--calib", "CAL", "--int8-params", "/nonexistent/p.npz"], "INT8 parameter file not found"),
     (["--int8", "--calib", "CAL", "--act", "int16", "--save-int8-params", "x.npz"], "does not apply to --act int16"),
 ])

@@ -26,6 +26,10 @@ def _model_list() -> str:
     return "\n".join(lines)
 
 
+def _rewrite_list(text: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in text.split(",") if r.strip() and r.strip() != "none")
+
+
 def build_parser() -> OneLineParser:
     p = OneLineParser(
         prog=PROG,
@@ -87,11 +91,14 @@ def build_parser() -> OneLineParser:
                    help="quantization-aware fine-tuning before the INT8 conversion: N steps (batch 8, 64x64 crops "
                         "of --calib) tuning weights and activation ranges so the simulated converter's int8 graph "
                         "matches the float one; kept only if closer to float on held-out crops (default 0: off; "
-                        "e.g. 1000; minutes on a CPU)")
+                        "e.g. 1000; minutes on a CPU). With INT8 parameters (a registry model's shipped file, or "
+                        "--int8-params FILE) QAT resumes from them; --int8-params none starts from post-training "
+                        "ranges")
     p.add_argument("--int8-params", default="auto", metavar="auto|none|FILE",
                    help="quantization-ready INT8 weights and activation ranges (QAT's result, valid at every export "
                         "size): auto (default) uses the file shipped with a registry model when one exists for its "
-                        "official weights and these --rewrites -- the best INT8 in the time of a post-training "
+                        "official weights (quantizing the graph with that file's own rewrites, see --int8-rewrites) -- "
+                        "the best INT8 in the time of a post-training "
                         "export; none: plain post-training quantization; FILE: one written by --save-int8-params")
     p.add_argument("--save-int8-params", metavar="FILE",
                    help="write the INT8 weights and ranges this export quantized with (e.g. after --qat-steps) to "
@@ -108,6 +115,11 @@ def build_parser() -> OneLineParser:
                         "convs folded into zero weights), slice_select (other channel slices as 0/1 1x1 convs), "
                         "concat_conv (a concat read by a 1x1 conv as summed per-part convs); on imdn_rtc "
                         "slice_conv,slice_select make INT8 faster and 0.12 dB better (docs/RESULTS.md)")
+    p.add_argument("--int8-rewrites", default="auto", metavar="auto|LIST",
+                   help="exact graph transforms of the graph the INT8 artifact is quantized from, when they should "
+                        "differ from the float artifacts' --rewrites (comma-separated, or 'none'); auto (default): "
+                        "the ones the INT8 parameter file in use was made with (shipped or --int8-params FILE), "
+                        "else --rewrites")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity input and random weights")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout instead of the table")
     p.add_argument("--bench", action="store_true",
@@ -244,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act, ranges=args.ranges,
         qat_steps=args.qat_steps, int8_params=args.int8_params, save_int8_params=args.save_int8_params,
         quality=args.quality,
-        rewrites=tuple(r.strip() for r in args.rewrites.split(",") if r.strip() and r.strip() != "none")))
+        rewrites=_rewrite_list(args.rewrites),
+        int8_rewrites=None if args.int8_rewrites == "auto" else _rewrite_list(args.int8_rewrites)))
     try:
         manifest = exporter.run()
     except ParityError:

@@ -75,6 +75,11 @@ class ExportConfig:
     seed: int = 0
     #: exact ONNX graph transforms to apply (see srdeploy.export.rewrites); () for the plain graph
     rewrites: tuple[str, ...] = DEFAULT_REWRITES
+    #: the exact rewrites of the graph the INT8 artifact is quantized from, which may differ from the float
+    #: artifacts' (a rewrite can help one precision and not the other); None (auto): the rewrites recorded
+    #: in the INT8 parameter file in use (a registry model's shipped file or --int8-params FILE), else
+    #: ``rewrites``
+    int8_rewrites: tuple[str, ...] | None = None
     #: full-integer INT8 (see srdeploy.quantize)
     int8: bool = False
     calib: str | None = None
@@ -113,7 +118,7 @@ class Exporter:
                                   seed=cfg.seed, fuse=cfg.fuse, name=cfg.name)
         self.scale = self.source.scale
 
-        unknown = [r for r in cfg.rewrites if r not in REWRITES]
+        unknown = [r for r in (*cfg.rewrites, *(cfg.int8_rewrites or ())) if r not in REWRITES]
         if unknown:
             raise SrDeployError(f"unknown rewrite(s) {', '.join(unknown)}; available: {', '.join(REWRITES)}")
         self.size = self.source.check_size(cfg.size)
@@ -136,13 +141,15 @@ class Exporter:
                 raise SrDeployError(f"--qat-steps must be at most {MAX_QAT_STEPS:,}, got {cfg.qat_steps}")
             self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges, cfg.qat_steps)
             self.int8_params, self.int8_params_note = self._int8_params()
+            #: the rewrites of the graph INT8 is quantized from (see ExportConfig.int8_rewrites)
+            self.int8_rewrites = self._int8_rewrites()
             # --ranges auto and QAT are judged on other crops of the same folder (never evaluation images)
             judged = self.ranges == "auto" or cfg.qat_steps > 0
             self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed,
                                                   held_out=HELD_OUT_FRAMES if judged else 0)
         elif (cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto" or cfg.qat_steps
-              or cfg.int8_params != "auto" or cfg.save_int8_params):
-            raise SrDeployError("--calib, --io int8, --act, --ranges, --qat-steps, --int8-params and "
+              or cfg.int8_params != "auto" or cfg.save_int8_params or cfg.int8_rewrites is not None):
+            raise SrDeployError("--calib, --io int8, --act, --ranges, --qat-steps, --int8-params, --int8-rewrites and "
                                 "--save-int8-params apply to --int8 exports")
         if cfg.io not in ("float32", "uint8", "int8"):
             raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
@@ -162,10 +169,11 @@ class Exporter:
             raise SrDeployError("--save-int8-params saves int8 activation ranges; it does not apply to --act int16")
         if choice == "none":
             return None, "--int8-params none"
+        resumed = f" (QAT resumed from it for {cfg.qat_steps} steps)" if cfg.qat_steps else ""
         if choice != "auto":
-            if cfg.qat_steps or cfg.ranges != "auto" or cfg.act != "int8":
-                raise SrDeployError("--int8-params FILE replaces --ranges, --qat-steps and --act: give one or the other")
-            return ip.load(choice), f"file {choice}"
+            if cfg.ranges != "auto" or cfg.act != "int8":
+                raise SrDeployError("--int8-params FILE replaces --ranges and --act: give one or the other")
+            return ip.load(choice), f"file {choice}{resumed}"
         shipped = getattr(getattr(self.source, "spec", None), "int8_params", {}).get(self.scale)
         if shipped is None:
             return None, "no shipped INT8 parameters for this model"
@@ -173,14 +181,31 @@ class Exporter:
             (self.source.weights_info.get("source") in ("official", "embedded")
              and self.source.weights_info.get("sha256") == shipped.metrics.get("float_weights_sha256"),
              "other weights than the ones they were made for"),
-            (tuple(cfg.rewrites) == tuple(shipped.metrics.get("rewrites", ())), "other --rewrites"),
-            (not cfg.qat_steps and cfg.ranges == "auto" and cfg.act == "int8", "--ranges/--qat-steps/--act given"),
+            (cfg.int8_rewrites is None or tuple(cfg.int8_rewrites) == tuple(shipped.metrics.get("rewrites", ())),
+             "other --int8-rewrites"),
+            (cfg.ranges == "auto" and cfg.act == "int8", "--ranges/--act given"),
         ) if not cond]
         if why_not:
             return None, f"shipped INT8 parameters not used: {why_not[0]}"
         from ..models.weights import resolve_weights
 
-        return ip.load(resolve_weights(shipped), shipped.sha256), f"shipped {shipped.file}"
+        return ip.load(resolve_weights(shipped), shipped.sha256), f"shipped {shipped.file}{resumed}"
+
+    def _int8_rewrites(self) -> tuple[str, ...]:
+        """The INT8 graph's rewrites: given, else the parameter file's own (it only fits the graph it was
+        made on), else the float artifacts' --rewrites."""
+        cfg, params = self.cfg, self.int8_params
+        if cfg.int8_rewrites is not None:
+            return tuple(cfg.int8_rewrites)
+        recorded = params.meta.get("rewrites") if params is not None else None
+        if isinstance(recorded, list) and all(isinstance(r, str) for r in recorded):
+            from .rewrites import REWRITES
+
+            unknown = [r for r in recorded if r not in REWRITES]
+            if unknown:  # a hostile or newer file: say so instead of failing inside the conversion
+                raise SrDeployError(f"the INT8 parameter file asks for unknown rewrite(s) {', '.join(unknown)}")
+            return tuple(recorded)
+        return tuple(cfg.rewrites)
 
     # ------------------------------------------------------------------ parity
     def _parity_inputs(self) -> list[ParityInput]:
@@ -308,18 +333,23 @@ class Exporter:
                          f"{len(self.calibration.frames)} calibration frames)")
                 int8_path = work / "model_int8.tflite"
                 saved = work / "onnx2tf" / "saved_model"
-                if self.graph_io != "float32":
+                self.int8_rewrites_applied = self.rewrites_applied
+                if self.graph_io != "float32" or self.int8_rewrites != tuple(cfg.rewrites):
                     # the converter quantizes a float graph and folds the uint8 scale into its I/O
-                    # parameters, so it needs the float-I/O SavedModel, not the uint8-wrapped one
+                    # parameters, so it needs the float-I/O SavedModel, not the uint8-wrapped one; and
+                    # INT8 may be quantized from a graph with other exact rewrites than the float artifacts
+                    if self.int8_rewrites != tuple(cfg.rewrites):
+                        self.log(f"  INT8 graph rewrites: {','.join(self.int8_rewrites) or 'none'}")
                     float_onnx = work / "float.onnx"
-                    self.source.write_onnx(float_onnx, self.size, tuple(cfg.rewrites))
+                    self.int8_rewrites_applied = self.source.write_onnx(float_onnx, self.size, self.int8_rewrites)
                     self._convert(float_onnx, work / "onnx2tf_float")
                     saved = work / "onnx2tf_float" / "saved_model"
                 params_out: list = []
                 params = self.int8_params
                 if params is not None:
-                    self.log(f"  INT8 weights and ranges from {self.int8_params_note} (no calibration statistics, "
-                             "no QAT: --int8-params none for post-training quantization)")
+                    self.log(f"  INT8 weights and ranges from {self.int8_params_note}" + (
+                        "" if cfg.qat_steps else " (no calibration statistics, no QAT: --int8-params none for "
+                                                 "post-training quantization)"))
                 try:
                     blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
                                              self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
@@ -342,7 +372,9 @@ class Exporter:
                 self._install("int8", int8_path, "int8", "tflite",
                               self._gate("int8", "int8", TFLiteRunner(int8_path), gate_inputs),
                               quantization={"io": cfg.io, "activations": cfg.act, "weights": "int8 per-channel",
-                                            "calibration": self.calibration.describe(), **how})
+                                            "calibration": self.calibration.describe(),
+                                            "rewrites": list(self.int8_rewrites),
+                                            "graph_rewrites": self.int8_rewrites_applied, **how})
                 self._stop_if_failed()
                 if cfg.save_int8_params:  # only once the INT8 artifact passed its gate
                     from ..quantize import int8_params as ip
@@ -360,7 +392,7 @@ class Exporter:
 
     def _int8_params_meta(self, how: dict) -> dict:
         h, w = self.size
-        return {"model": self.source.name, "scale": self.scale, "rewrites": list(self.cfg.rewrites),
+        return {"model": self.source.name, "scale": self.scale, "rewrites": list(self.int8_rewrites),
                 "float_weights_sha256": self.source.weights_info.get("sha256"),
                 "made_at": f"{h}x{w}", "made_with": {k: v for k, v in how.items() if k in ("ranges", "qat")},
                 "tools": tool_versions()}

@@ -89,9 +89,16 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
 
         if params is not None:
             # the ranges come from the file: two frames give the converter its calibrated structure
-            final = int8_params.apply(calibrate(saved_model_dir, frames[:2]), params)
+            calibrated = calibrate(saved_model_dir, frames[:2])
+            final = int8_params.apply(calibrated, params)
             blob = quantize_calibrated(final, io)
             how = {"ranges": {"method": "int8-params"}, "int8_params": params.describe()}
+            if qat_steps:  # resume: QAT goes on from the file's weights and ranges, toward the float model
+                blob, how["qat"], final = _quantization_aware(
+                    calibrated, final, blob, io, qat_steps, qat_images,
+                    held_out if held_out is not None else frames, seed, progress, log, resumed=True)
+                how["qat"]["continued_from"] = {k: params.meta.get(k) for k in ("made_at", "made_with", "sha256")
+                                                if k in params.meta} or params.describe()
         else:
             calibrated = calibrate(saved_model_dir, frames)
             blob, choice = select_ranges(calibrated, frames, held_out, ranges, io, seed, log)
@@ -115,10 +122,13 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
 
 def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: str, steps: int,
                         images: list[np.ndarray] | None, judge: np.ndarray, seed: int, progress: bool,
-                        log) -> tuple[bytes, dict, bytes]:
+                        log, resumed: bool = False) -> tuple[bytes, dict, bytes]:
     """QAT from the chosen ranges (returns the INT8 model, the report and the calibrated graph it was
     quantized from); keep it only if it is closer to the float model than PTQ on the
-    worst *judge* crop (held-out crops when there are any), else keep the PTQ model and say so."""
+    worst *judge* crop (held-out crops when there are any), else keep the PTQ model and say so.
+
+    *resumed*: *chosen* holds another run's fine-tuned weights and ranges (an INT8 parameter file) and
+    *ptq_blob* its INT8 model; the target stays the float model of *calibrated*'s own weights."""
     from .qat import TFLiteGraph, finetune
     from .ranges import quantize_calibrated, worst_crop_psnr
     from ..runtime import TFLiteRunner
@@ -127,7 +137,9 @@ def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: s
         raise SrDeployError("--qat-steps needs the calibration images")
     ptq_float_io = quantize_calibrated(chosen, "float32")  # the scales to simulate, and the baseline
     graph = TFLiteGraph(chosen, ptq_float_io)
-    result = finetune(graph, images, steps, seed=seed, progress=progress, log=log)
+    # the float model to match: the source's own weights (same graph, so the same tensor indices)
+    teacher = TFLiteGraph(calibrated, ptq_float_io) if resumed else None
+    result = finetune(graph, images, steps, seed=seed, progress=progress, log=log, teacher=teacher)
     tuned = graph.calibrated_with_weights()
     reference_runner = TFLiteRunner(model_content=calibrated)
     reference = [reference_runner(f[None])[0] for f in judge]
@@ -140,7 +152,8 @@ def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: s
         return ptq_blob, {**report, "fidelity_db_after": None, "kept": False, "error": str(exc)}, chosen
     kept = after > before
     log(f"  QAT: INT8 vs float on the worst of {len(judge)} held-out crops {before:.2f} -> {after:.2f} dB"
-        + ("" if kept else " (worse: the post-training model is kept)"))
+        + ("" if kept else " (worse: the " + ("INT8 parameter file's" if resumed else "post-training")
+                               + " model is kept)"))
     report.update({"fidelity_db_after": round(after, 3), "kept": kept})
     return (quantize_calibrated(tuned, io) if kept else ptq_blob), report, (tuned if kept else chosen)
 

@@ -497,14 +497,16 @@ def error_by_group(graph: TFLiteGraph, x: torch.Tensor) -> dict[str, float]:
 def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float = 3e-4, patch: int = 64,
              batch: int = 8, seed: int = 0, learn_ranges: bool = True, range_lr: float = 3e-4,
              progress: bool = False, log=print, feature_weight: float = 0.0,
-             feature_kinds: tuple[str, ...] = ("ADD",), callback=None) -> QATResult:
+             feature_kinds: tuple[str, ...] = ("ADD",), callback=None,
+             teacher: "TFLiteGraph | None" = None) -> QATResult:
     """Fine-tune *graph*'s weights so its fake-quantized output matches its float output.
 
     ``feature_weight`` > 0 adds intermediate-tensor distillation: the fake-quantized graph also
     matches the float graph on the outputs of every operator of ``feature_kinds`` (by default the
     residual ADDs that end each block), each as its MSE relative to the float tensor's mean square
     (so every block weighs the same whatever its scale), averaged and weighted. ``callback(step,
-    graph)`` runs after each step (the ablation's curve)."""
+    graph)`` runs after each step (the ablation's curve). ``teacher``: the float graph to match when
+    *graph* does not start from the float weights (QAT resumed from an INT8 parameter file)."""
     import time
 
     from ..progress import bar as progress_bar
@@ -512,7 +514,9 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     if steps < 1:
         raise SrDeployError("--qat-steps must be >= 1")
     torch.manual_seed(seed)
-    teacher = copy.deepcopy(graph).eval()  # the float graph: run with quant=False only
+    # the float graph (run with quant=False only): *graph*'s own weights, or *teacher*'s when *graph* starts
+    # from weights that were already fine-tuned (a resumed run)
+    teacher = copy.deepcopy(graph if teacher is None else teacher).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     graph.learn_ranges = learn_ranges
