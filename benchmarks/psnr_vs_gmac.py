@@ -85,6 +85,7 @@ def main() -> int:
             ax.set_xlabel(f"GMAC per {h}x{w} LR frame")
             ax.set_ylabel(f"{ds.capitalize()} PSNR-Y (dB), x{args.scale}")
             ax.grid(alpha=0.3)
+            ax.margins(x=0.3, y=0.1)  # room for the labels right of the points
         fig.suptitle("quality against compute (sr-eval conventions; MACs of the deploy form)")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
