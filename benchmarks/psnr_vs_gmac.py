@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _parse(entry: str) -> tuple[str, str | None, str]:
     name, _, rest = entry.partition("=")
@@ -38,11 +36,10 @@ def main() -> int:
     ap.add_argument("--plot", default=None)
     args = ap.parse_args()
 
-    from srdeploy.benchmark.evaluate import evaluate_dataset, find_dataset
     from srdeploy.benchmark.roofline import count_macs_torch
     from srdeploy.models import create_model
     from srdeploy.paths import data_dir
-    from srdeploy.runtime import TorchRunner
+    from srdeploy.train.trainer import evaluate_psnr
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     root = data_dir()
@@ -55,14 +52,11 @@ def main() -> int:
         model = create_model(name, args.scale, weights=weights)
         params = sum(p.numel() for p in model.parameters())
         gmac = count_macs_torch(model, (h, w)) / 1e9
-        runner = TorchRunner(model)
         row = {"label": label, "model": name, "weights": weights or "registry", "params": params,
                "gmac": round(gmac, 3), "size": f"{h}x{w}"}
         for ds in ("Set5", "Set14"):
             t0 = time.perf_counter()
-            res = evaluate_dataset(lambda lr: runner((lr.astype("float32") / 255.0)[None])[0],
-                                   find_dataset(root / ds, args.scale), args.scale)
-            row[f"{ds.lower()}_psnr_y"] = round(res.psnr_y, 3)
+            row[f"{ds.lower()}_psnr_y"] = round(evaluate_psnr(model, root / ds, args.scale), 3)
             row[f"{ds.lower()}_s"] = round(time.perf_counter() - t0, 1)
         print(f"{label}: {params:,} params, {gmac:.2f} GMAC at {h}x{w}, Set5 {row['set5_psnr_y']:.3f} / "
               f"Set14 {row['set14_psnr_y']:.3f} dB", file=sys.stderr)

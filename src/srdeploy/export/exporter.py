@@ -21,7 +21,7 @@ from ..sources import MAX_EXPORT_PIXELS  # noqa: F401  (re-exported: the export 
 from ..sample_images import parity_image
 from .formats import ONNX_OPSET, convert_onnx2tf
 from .fp16 import make_fp16
-from .rewrites import DEFAULT_REWRITES
+from .rewrites import DEFAULT_REWRITES, REWRITES
 from .parity import ParityInput, ParityResult, check_parity, format_table
 
 __all__ = ["ExportConfig", "Exporter", "tool_versions", "ARTIFACT_FILES"]
@@ -48,6 +48,13 @@ MAX_QAT_STEPS = 1_000_000
 
 #: crops of the calibration folder (another seed) on which --ranges auto compares its candidates
 HELD_OUT_FRAMES = 4
+
+
+def _check_rewrites(names, what: str) -> None:
+    """One line naming the rewrites that do not exist (from the command line or a parameter file)."""
+    unknown = [r for r in names if r not in REWRITES]
+    if unknown:
+        raise SrDeployError(f"{what} {', '.join(unknown)}; available: {', '.join(REWRITES)}")
 
 
 @dataclass
@@ -109,7 +116,6 @@ class Exporter:
     def __post_init__(self) -> None:
         cfg = self.cfg
         from ..sources import open_source
-        from .rewrites import REWRITES
 
         if cfg.model is None and cfg.onnx is None:
             raise SrDeployError("nothing to export: give a registry model name, an ONNX file or an nn.Module")
@@ -118,9 +124,7 @@ class Exporter:
                                   seed=cfg.seed, fuse=cfg.fuse, name=cfg.name)
         self.scale = self.source.scale
 
-        unknown = [r for r in (*cfg.rewrites, *(cfg.int8_rewrites or ())) if r not in REWRITES]
-        if unknown:
-            raise SrDeployError(f"unknown rewrite(s) {', '.join(unknown)}; available: {', '.join(REWRITES)}")
+        _check_rewrites((*cfg.rewrites, *(cfg.int8_rewrites or ())), "unknown rewrite(s)")
         self.size = self.source.check_size(cfg.size)
         h, w = self.size
         default_out = Path("exports") / f"{self.source.name}_x{self.scale}_{h}x{w}"
@@ -199,11 +203,8 @@ class Exporter:
             return tuple(cfg.int8_rewrites)
         recorded = params.meta.get("rewrites") if params is not None else None
         if isinstance(recorded, list) and all(isinstance(r, str) for r in recorded):
-            from .rewrites import REWRITES
-
-            unknown = [r for r in recorded if r not in REWRITES]
-            if unknown:  # a hostile or newer file: say so instead of failing inside the conversion
-                raise SrDeployError(f"the INT8 parameter file asks for unknown rewrite(s) {', '.join(unknown)}")
+            # a hostile or newer file: say so instead of failing inside the conversion
+            _check_rewrites(recorded, "the INT8 parameter file asks for unknown rewrite(s)")
             return tuple(recorded)
         return tuple(cfg.rewrites)
 

@@ -97,7 +97,7 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
                 blob, how["qat"], final = _quantization_aware(
                     calibrated, final, blob, io, qat_steps, qat_images,
                     held_out if held_out is not None else frames, seed, progress, log, resumed=True)
-                how["qat"]["continued_from"] = {k: params.meta.get(k) for k in ("made_at", "made_with", "sha256")
+                how["qat"]["continued_from"] = {k: params.meta[k] for k in ("made_at", "made_with")
                                                 if k in params.meta} or params.describe()
         else:
             calibrated = calibrate(saved_model_dir, frames)
