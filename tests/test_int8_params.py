@@ -230,3 +230,32 @@ def test_registry_int8_export_uses_the_shipped_params_by_default(tmp_path, weigh
     with pytest.raises(SrDeployError, match="imdn_rtc_x2_int8.npz are damaged: sha256"):
         _export(tmp_path / "bad", data_root)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_a_variant_is_measured_against_its_original_and_its_relus_fuse(tmp_path, weights_root, data_root):
+    """imdn_rtc_relu (issue 17, item 5): its INT8 export reports every artifact's drop against the original
+    imdn_rtc's PyTorch FP32 as well as its own, and no activation is left as an op of its own."""
+    from srdeploy.benchmark.evaluate import evaluate_dataset, find_dataset, make_predictor
+
+    from .test_export import _op_census
+
+    cfg = ExportConfig(model="imdn_rtc_relu", size="64x64", int8=True, calib=str(data_root / "div2k" / "HR"),
+                       calib_samples=4, out=str(tmp_path))
+    manifest = Exporter(cfg, log=lambda m: None).run()
+    assert manifest["status"] == "passed" and manifest["quality_original"] == "imdn_rtc_pytorch_fp32"
+    set5 = manifest["quality"]["Set5"]
+    original = evaluate_dataset(make_predictor("imdn_rtc", 2)[0], find_dataset(data_root / "Set5", 2), 2).psnr_y
+    assert set5["imdn_rtc_pytorch_fp32"]["psnr_y"] == pytest.approx(original, abs=1e-6)
+    for ds, rows in manifest["quality"].items():
+        base, orig = rows["pytorch_fp32"]["psnr_y"], rows["imdn_rtc_pytorch_fp32"]["psnr_y"]
+        for label, row in rows.items():
+            assert row["drop_db"] == pytest.approx(base - row["psnr_y"]), (ds, label)
+            assert row["drop_vs_original_db"] == pytest.approx(orig - row["psnr_y"]), (ds, label)
+    for f in ("model_fp32.tflite", "model_int8.tflite"):
+        census = _op_census(tmp_path / f)
+        assert census["LEAKY_RELU"] == 0 and census["RELU"] == 0 and census["CONV_2D"] >= 28, (f, census)
+    # the original's graph, for contrast, keeps its 15 LeakyReLUs as ops
+    Exporter(ExportConfig(model="imdn_rtc", size="64x64", out=str(tmp_path / "orig"), fp16=False),
+             log=lambda m: None).run()
+    assert _op_census(tmp_path / "orig" / "model_fp32.tflite")["LEAKY_RELU"] == 15

@@ -254,6 +254,27 @@ def test_fine_tune_starts_from_deploy_weights(hr_folder, tmp_path):
         assert (second.student(x) - first.deploy_model()(x)).abs().max() < 1e-5
 
 
+def test_a_network_without_a_training_form_trains_as_it_deploys(hr_folder, tmp_path):
+    """IMDN_RTC's ReLU variant has no re-parameterizable form: sr-train fine-tunes its deploy form, starting
+    from the original's weights (the same keys; only the activation differs), and the loss goes down."""
+    from srdeploy.train.cli import save_deploy_weights
+
+    torch.manual_seed(0)
+    original = create_model("imdn_rtc", 2, pretrained=False)
+    weights = tmp_path / "rtc.pth"
+    save_deploy_weights(original, weights, {})
+    tr = Trainer(_cfg(hr_folder, model="imdn_rtc_relu", init_weights=str(weights), steps=30, lr=3e-3))
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in tr.student.modules())
+    assert all(torch.equal(a, b) for a, b in zip(tr.student.state_dict().values(), original.state_dict().values()))
+    lr, hr = tr.sampler.batch(8, step_rng(99, 0))
+    before = _held_out_loss(tr, lr, hr)
+    tr.run(tmp_path / "run")
+    assert _held_out_loss(tr, lr, hr) < 0.9 * before
+    assert type(tr.deploy_model()) is type(original)
+    with pytest.raises(SrDeployError, match="--init interp"):  # the bilinear start is DIPNet's
+        Trainer(_cfg(hr_folder, model="imdn_rtc_relu"))
+
+
 def test_distillation_only_inputs_never_reach_the_hr_loss(hr_folder, tmp_path, weights_root):
     """--distill-data images join each batch as teacher-only inputs: the HR part of the batch is the
     one a run without them draws, and the HR loss is computed on that part only."""

@@ -22,7 +22,7 @@ def _model_list() -> str:
         weights = ("no public weights" if not spec.weights else
                    "embedded weights (trained by srdeploy)" if all(w.embedded for w in spec.weights.values())
                    else "official weights")
-        lines.append(f"  {name:<12} {scales:<9} default {f'{h}x{w}':<10} {weights}; {spec.description}")
+        lines.append(f"  {name:<13} {scales:<9} default {f'{h}x{w}':<10} {weights}; {spec.description}")
     return "\n".join(lines)
 
 

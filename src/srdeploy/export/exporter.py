@@ -425,7 +425,8 @@ class Exporter:
             return None
         self.log(f"quality report on {', '.join(d.name for d in sets)}")
         report: dict = {}
-        subjects = [(self.source.quality_label, source_predict)] + [
+        original = self.source.original(self.size, overlap)  # a variant's original network, or None
+        subjects = [(self.source.quality_label, source_predict)] + ([original] if original else []) + [
             (a["precision"] + "_tflite", self.out_dir / a["file"]) for a in self.artifacts if a["file"].endswith(".tflite")]
         for label, subject in subjects:
             predict = subject if callable(subject) else make_predictor(None, self.scale, str(subject), overlap=overlap)[0]
@@ -434,8 +435,12 @@ class Exporter:
                 report.setdefault(d.name, {})[label] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "images": r.images}
         for rows in report.values():
             base = rows[self.source.quality_label]["psnr_y"]
+            orig = rows[original[0]]["psnr_y"] if original else None
             for row in rows.values():
                 row["drop_db"] = None if base is None or row["psnr_y"] is None else base - row["psnr_y"]
+                if original:  # what a user gives up against the network this variant replaces
+                    row["drop_vs_original_db"] = None if orig is None or row["psnr_y"] is None else orig - row["psnr_y"]
+        self.quality_original = original[0] if original else None
         return report
 
     def _stop_if_failed(self) -> None:
@@ -466,6 +471,8 @@ class Exporter:
             "parity_thresholds": {"fp32_and_onnx_max_abs": 1e-4, "fp16_psnr_db": 50.0},
             "artifacts": self.artifacts,
             "quality": getattr(self, "quality", None),
+            # a variant's rows also carry drop_vs_original_db, measured against this label's row
+            **({"quality_original": self.quality_original} if getattr(self, "quality_original", None) else {}),
             "tools": tool_versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -479,9 +486,12 @@ class Exporter:
         q = getattr(self, "quality", None)
         if q:
             lines = ["", f"quality (PSNR-Y dB / SSIM-Y, change vs {self.source.quality_label}):"]
+            if getattr(self, "quality_original", None):
+                lines[-1] = lines[-1][:-2] + f"; then vs {self.quality_original}, the network this one is a variant of):"
             for ds, rows in q.items():
-                cells = [f"{label} {r['psnr_y']:.3f}/{r['ssim_y']:.4f} ({-r['drop_db']:+.3f})" for label, r in rows.items()
-                         if r["psnr_y"] is not None]
+                cells = [f"{label} {r['psnr_y']:.3f}/{r['ssim_y']:.4f} ({-r['drop_db']:+.3f}"
+                         + (f"; {-r['drop_vs_original_db']:+.3f})" if r.get("drop_vs_original_db") is not None else ")")
+                         for label, r in rows.items() if r["psnr_y"] is not None]
                 lines.append(f"  {ds}: " + "; ".join(cells))
             text += "\n".join(lines)
         return text

@@ -101,6 +101,11 @@ class ModelSource:
 
         return predict
 
+    def original(self, size: tuple[int, int], overlap: int) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
+        """``(label, predictor)`` of the network this source is a variant of (a registry variant such as
+        imdn_rtc_relu), the quality report's second baseline; None for everything else."""
+        return None
+
     @property
     def weights_info(self) -> dict:
         raise NotImplementedError

@@ -66,5 +66,14 @@ class RegistrySource(TorchSource):
             return None
         return make_predictor(self.spec.name, self.scale, None, self._weights_path, overlap=overlap)[0]
 
+    def original(self, size, overlap):
+        """A variant (``variant_of``) is judged against its original's official weights too."""
+        from ..benchmark.evaluate import make_predictor
+
+        name = self.spec.variant_of
+        if name is None or self.scale not in get_spec(name).weights:
+            return None
+        return f"{name}_pytorch_fp32", make_predictor(name, self.scale, None, overlap=overlap)[0]
+
     def describe(self) -> dict:
         return {"kind": self.kind, "model": self.name, "convention": self.convention.to_json(), "added_to_graph": []}

@@ -192,16 +192,19 @@ class Trainer:
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise SrDeployError("--device cuda asked for, but this torch build sees no CUDA device")
         spec = get_spec(cfg.model)
-        if spec.train_branches is None:
-            raise SrDeployError(f"{cfg.model} has no re-parameterizable training form to train")
+        # a network without a re-parameterizable training form (IMDN_RTC and its variants) trains as it deploys
+        form = "train" if spec.train_branches is not None else "deploy"
         torch.manual_seed(cfg.seed)
         if cfg.init not in ("interp", "random"):
             raise SrDeployError(f"--init must be interp or random, got {cfg.init!r}")
         if cfg.init_weights:  # the training form starts as the exact function of these deploy weights
-            self.student = create_model(cfg.model, cfg.scale, weights=cfg.init_weights, form="train")
+            self.student = create_model(cfg.model, cfg.scale, weights=cfg.init_weights, form=form)
         else:
-            self.student = create_model(cfg.model, cfg.scale, pretrained=False, form="train")
+            self.student = create_model(cfg.model, cfg.scale, pretrained=False, form=form)
             if cfg.init == "interp":
+                if not hasattr(self.student, "conv_1"):
+                    raise SrDeployError(f"--init interp starts DIPNet-type students as a bilinear upscaler; "
+                                        f"{cfg.model} is not one: use --init random or --init-weights")
                 interpolation_init(self.student)
         self.teacher = None
         self.adapters = nn.ModuleList()
