@@ -259,3 +259,16 @@ def test_a_variant_is_measured_against_its_original_and_its_relus_fuse(tmp_path,
     Exporter(ExportConfig(model="imdn_rtc", size="64x64", out=str(tmp_path / "orig"), fp16=False),
              log=lambda m: None).run()
     assert _op_census(tmp_path / "orig" / "model_fp32.tflite")["LEAKY_RELU"] == 15
+
+
+def test_a_variant_needs_its_originals_weights_only_for_the_comparison(monkeypatch, tmp_path, weights_root):
+    """imdn_rtc_relu's weights are embedded: without the original's official file its export still runs, only
+    the second baseline is left out."""
+    from srdeploy.sources.registry import RegistrySource
+
+    src = RegistrySource("imdn_rtc_relu")
+    assert src.original((64, 64), 8)[0] == "imdn_rtc_pytorch_fp32"
+    monkeypatch.setenv("SRDEPLOY_WEIGHTS", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache"))
+    assert src.original((64, 64), 8) is None
+    assert RegistrySource("dipnet_lite").original((64, 64), 8) is None  # not a variant

@@ -67,11 +67,16 @@ class RegistrySource(TorchSource):
         return make_predictor(self.spec.name, self.scale, None, self._weights_path, overlap=overlap)[0]
 
     def original(self, size, overlap):
-        """A variant (``variant_of``) is judged against its original's official weights too."""
+        """A variant (``variant_of``) is judged against its original's official weights too, when they are
+        on this machine (the variant's own weights are embedded: its export never needs them)."""
         from ..benchmark.evaluate import make_predictor
 
         name = self.spec.variant_of
         if name is None or self.scale not in get_spec(name).weights:
+            return None
+        try:
+            resolve_weights(get_spec(name).weights[self.scale])
+        except SrDeployError:
             return None
         return f"{name}_pytorch_fp32", make_predictor(name, self.scale, None, overlap=overlap)[0]
 

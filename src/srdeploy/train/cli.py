@@ -45,7 +45,8 @@ def build_parser() -> OneLineParser:
                     "(MATLAB-bicubic degradation of HR images), with L1 to HR plus output and feature "
                     "distillation from a teacher, then fuse it to the deploy form and optionally prune it.",
         epilog=EPILOG, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="dipnet_lite", help="student (a registry model with a training form)")
+    p.add_argument("--model", default="dipnet_lite", help="student: a registry model, trained in its re-parameterizable training form where it has one, "
+                        "else as it deploys (e.g. imdn_rtc_relu)")
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--data", action="append", default=None,
                    help="folder of HR training images (repeatable); default: DIV2K HR under $SRDEPLOY_DATA")
