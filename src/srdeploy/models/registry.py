@@ -172,8 +172,10 @@ _register(ModelSpec(
     reference="IMDN, RTC image SR challenge winner"))
 #: how the embedded ReLU variant was made (issue 17, item 5)
 IMDN_RTC_RELU_TRAINING = (
-    "sr-train --model imdn_rtc_relu --init-weights ../shared/weights/imdn_rtc_x2.pth (the original's official "
-    "weights: its LeakyReLUs replaced by ReLUs, 22.40 / 21.55 dB before training) --teacher imdn_rtc --data "
+    "sr-train --model imdn_rtc_relu --init-weights runs/rtc0/imdn_rtc_x2.pth (the original's official weights in "
+    "our key names, written by `sr-train --model imdn_rtc --init-weights ../shared/weights/imdn_rtc_x2.pth --steps 0 "
+    "--teacher none --out runs/rtc0`; with ReLUs for its LeakyReLUs they score 22.40 / 21.55 dB before training; "
+    "the official file can now be given directly) --teacher imdn_rtc --data "
     "../shared/data/div2k/HR --data ../shared/data/train/T91 --data ../shared/data/train/BSD200 --data "
     "../shared/data/train/General100 --steps 6000 --eval-every 1000 --lr 5e-4 --warmup 100 --patch 64 --batch 16 "
     "--ema 0.999 --threads 1 --seed 31 --out runs/relu1 (L1 to HR + 0.5 L1 to the original's output + 0.1 L1 "
