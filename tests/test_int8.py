@@ -244,8 +244,15 @@ def test_bad_calibration_input(case, tmp_path, weights_root):
     (["--qat-steps", "10"], "apply to --int8 exports"),
     (["--int8", "--calib", "CAL", "--qat-steps", "-1"], "--qat-steps must be >= 0"),
     (["--int8", "--calib", "CAL", "--act", "int16", "--qat-steps", "10"], "does not apply to --act int16"),
+    # --act mixed (tests/test_mixed.py)
+    (["--int8", "--calib", "CAL", "--int16-tensors", "4"], "--int16-tensors applies to --act mixed"),
+    (["--int16-tensors", "4"], "apply to --int8 exports"),
+    (["--int8", "--calib", "CAL", "--act", "mixed", "--int16-tensors", "0"], "--int16-tensors must be 1..10000"),
+    (["--int8", "--calib", "CAL", "--act", "mixed", "--io", "uint8"], "--act mixed keeps float32 I/O"),
+    (["--int8", "--calib", "CAL", "--act", "mixed", "--qat-steps", "5"], "does not apply to --act mixed"),
+    (["--int8", "--calib", "CAL", "--act", "mixed", "--save-int8-params", "X.npz"], "does not apply to --act mixed"),
 ])
-def test_bad_ranges_cli(args, message, tmp_path, weights_root, data_root):
+def test_bad_int8_options_cli(args, message, tmp_path, weights_root, data_root):
     out = tmp_path / "out"
     args = [str(data_root / "div2k" / "HR") if a == "CAL" else a for a in args]
     proc = run_cli("srdeploy.export.cli", "--model", "imdn_rtc", "--size", "32x32", *args, "--out", str(out))

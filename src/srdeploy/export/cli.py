@@ -81,7 +81,15 @@ def build_parser() -> OneLineParser:
                    help="model I/O. uint8: every artifact takes and returns uint8 RGB 0..255 (Android bitmap "
                         "bytes; normalisation, clamp and rounding inside the graph; FP32 parity <= 1 grey level). "
                         "int8: INT8 artifact only (float artifacts keep float32)")
-    p.add_argument("--act", choices=("int8", "int16"), default="int8", help="INT8 activations (int16 = 16x8 mode)")
+    p.add_argument("--act", choices=("int8", "int16", "mixed"), default="int8",
+                   help="INT8 activations: int8 (default); int16 (16x8 mode, the converter's min/max); mixed (for NPU "
+                        "targets: the int8 ranges and weights -- a shipped file's when one applies -- with int16 "
+                        "activations on the --int16-tensors costliest tensors, via ai-edge-quantizer, extra 'npu'; "
+                        "XNNPACK has no 16x8 kernels, so on a phone's CPU it is slow: check it with --target "
+                        "qualcomm:SM8650)")
+    p.add_argument("--int16-tensors", type=int, default=None, metavar="N",
+                   help="--act mixed: activation tensors that get int16, the costliest first by a leave-one-out "
+                        "simulation of the int8 graph on crops of --calib (default 16)")
     p.add_argument("--ranges", default="auto", metavar="auto|minmax|pNN.NN",
                    help="INT8 activation ranges: minmax (the converter's calibration), pNN.NN (clip each tail at "
                         "that percentile, e.g. p99.99), or auto (default: min/max, p99.999 and p99.99 are each "
@@ -254,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale=args.scale, weights=args.weights, random_weights=args.random_weights,
         size=args.size, fp16=args.fp16, fp16_arithmetic=args.fp16_arithmetic, out=args.out, parity=not args.no_parity, seed=args.seed,
         int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act, ranges=args.ranges,
+        int16_tensors=args.int16_tensors,
         qat_steps=args.qat_steps, int8_params=args.int8_params, save_int8_params=args.save_int8_params,
         quality=args.quality,
         rewrites=_rewrite_list(args.rewrites),

@@ -93,6 +93,8 @@ class ExportConfig:
     calib_samples: int = 16
     io: str = "float32"
     act: str = "int8"
+    #: act="mixed": how many activation tensors get int16 (the costliest; see srdeploy.quantize.mixed)
+    int16_tensors: int | None = None
     #: activation ranges: auto | minmax | pNN.NN (see srdeploy.quantize.ranges)
     ranges: str = "auto"
     #: quantization-aware fine-tuning steps before the INT8 conversion (0: post-training only)
@@ -144,6 +146,10 @@ class Exporter:
             if cfg.qat_steps > MAX_QAT_STEPS:  # (negative values: check_int8_options below)
                 raise SrDeployError(f"--qat-steps must be at most {MAX_QAT_STEPS:,}, got {cfg.qat_steps}")
             self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges, cfg.qat_steps)
+            if cfg.int16_tensors is not None and cfg.act != "mixed":
+                raise SrDeployError("--int16-tensors applies to --act mixed")
+            if cfg.act == "mixed" and not 1 <= self.int16_tensors <= 10_000:
+                raise SrDeployError(f"--int16-tensors must be 1..10000, got {cfg.int16_tensors}")
             self.int8_params, self.int8_params_note = self._int8_params()
             #: the rewrites of the graph INT8 is quantized from (see ExportConfig.int8_rewrites)
             self.int8_rewrites = self._int8_rewrites()
@@ -152,9 +158,10 @@ class Exporter:
             self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed,
                                                   held_out=HELD_OUT_FRAMES if judged else 0)
         elif (cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto" or cfg.qat_steps
-              or cfg.int8_params != "auto" or cfg.save_int8_params or cfg.int8_rewrites is not None):
-            raise SrDeployError("--calib, --io int8, --act, --ranges, --qat-steps, --int8-params, --int8-rewrites and "
-                                "--save-int8-params apply to --int8 exports")
+              or cfg.int8_params != "auto" or cfg.save_int8_params or cfg.int8_rewrites is not None
+              or cfg.int16_tensors is not None):
+            raise SrDeployError("--calib, --io int8, --act, --int16-tensors, --ranges, --qat-steps, --int8-params, "
+                                "--int8-rewrites and --save-int8-params apply to --int8 exports")
         if cfg.io not in ("float32", "uint8", "int8"):
             raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
         if cfg.fp16_arithmetic and not cfg.fp16:
@@ -164,19 +171,23 @@ class Exporter:
         self.results: list[ParityResult] = []
         self.artifacts: list[dict] = []
 
+    @property
+    def int16_tensors(self) -> int:
+        return 16 if self.cfg.int16_tensors is None else self.cfg.int16_tensors
+
     def _int8_params(self):
         """``(Int8Params or None, why)``: what replaces range selection and QAT in this export."""
         from ..quantize import int8_params as ip
 
         cfg, choice = self.cfg, self.cfg.int8_params
         if cfg.save_int8_params and cfg.act != "int8":
-            raise SrDeployError("--save-int8-params saves int8 activation ranges; it does not apply to --act int16")
+            raise SrDeployError(f"--save-int8-params saves int8 activation ranges; it does not apply to --act {cfg.act}")
         if choice == "none":
             return None, "--int8-params none"
         resumed = f" (QAT resumed from it for {cfg.qat_steps} steps)" if cfg.qat_steps else ""
         if choice != "auto":
-            if cfg.ranges != "auto" or cfg.act != "int8":
-                raise SrDeployError("--int8-params FILE replaces --ranges and --act: give one or the other")
+            if cfg.ranges != "auto" or cfg.act == "int16":
+                raise SrDeployError("--int8-params FILE replaces --ranges and --act int16: give one or the other")
             return ip.load(choice), f"file {choice}{resumed}"
         shipped = getattr(getattr(self.source, "spec", None), "int8_params", {}).get(self.scale)
         if shipped is None:
@@ -187,7 +198,7 @@ class Exporter:
              "other weights than the ones they were made for"),
             (cfg.int8_rewrites is None or tuple(cfg.int8_rewrites) == tuple(shipped.metrics.get("rewrites", ())),
              "other --int8-rewrites"),
-            (cfg.ranges == "auto" and cfg.act == "int8", "--ranges/--act given"),
+            (cfg.ranges == "auto" and cfg.act != "int16", "--ranges/--act int16 given"),
         ) if not cond]
         if why_not:
             return None, f"shipped INT8 parameters not used: {why_not[0]}"
@@ -355,7 +366,7 @@ class Exporter:
                     blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
                                              self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
                                              qat_images=self.calibration.images, progress=True, params=params,
-                                             params_out=params_out)
+                                             params_out=params_out, int16_tensors=self.int16_tensors)
                 except SrDeployError as exc:
                     if params is None or cfg.int8_params != "auto":
                         raise
@@ -364,7 +375,7 @@ class Exporter:
                     self.int8_params_note = f"shipped INT8 parameters not used: {exc}"
                     blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
                                              self.calibration.held_out, cfg.seed, self.log, progress=True,
-                                             params_out=params_out)
+                                             params_out=params_out, int16_tensors=self.int16_tensors)
                 how["int8_params_choice"] = self.int8_params_note
 
                 int8_path.write_bytes(blob)

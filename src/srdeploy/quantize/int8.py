@@ -15,7 +15,8 @@ Activation ranges: the converter's min/max, a percentile, or ``auto`` (see :mod:
 Optionally quantization-aware fine-tuning against the converter's own scheme (:mod:`.qat`).
 
 TFLite's 16×8 quantizer has no DEPTH_TO_SPACE kernel, so with ``act="int16"`` ops without a 16×8
-kernel fall back to float (builtin float ops allowed) and I/O stays float32.
+kernel fall back to float (builtin float ops allowed) and I/O stays float32. ``act="mixed"``: int16 on
+the costliest activation tensors only, int8 elsewhere (:mod:`.mixed`, for NPU targets).
 """
 from __future__ import annotations
 
@@ -36,12 +37,15 @@ def check_int8_options(io: str, act: str, ranges: str, qat_steps: int = 0) -> st
     if qat_steps < 0:
         raise SrDeployError(f"--qat-steps must be >= 0, got {qat_steps}")
     if qat_steps and act != "int8":
-        raise SrDeployError("--qat-steps simulates int8 activations; it does not apply to --act int16")
+        raise SrDeployError(f"--qat-steps simulates int8 activations everywhere; it does not apply to --act {act}")
 
     if io not in ("float32", "uint8", "int8"):
         raise SrDeployError(f"--io must be float32, uint8 or int8, got {io!r}")
-    if act not in ("int8", "int16"):
-        raise SrDeployError(f"--act must be int8 or int16, got {act!r}")
+    if act not in ("int8", "int16", "mixed"):
+        raise SrDeployError(f"--act must be int8, int16 or mixed, got {act!r}")
+    if act == "mixed" and io != "float32":
+        raise SrDeployError("--act mixed keeps float32 I/O (its DEPTH_TO_SPACE and LeakyReLUs run in float); "
+                            "use --io float32")
     ranges = parse_ranges(ranges)
     if act == "int16":  # 16x8: the converter's own min/max (the MLIR quantizer has no 16x8 path)
         if io != "float32":
@@ -56,7 +60,8 @@ def check_int8_options(io: str, act: str, ranges: str, qat_steps: int = 0) -> st
 def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32", act: str = "int8",
                  ranges: str = "minmax", held_out: np.ndarray | None = None, seed: int = 0,
                  log=print, qat_steps: int = 0, qat_images: list[np.ndarray] | None = None,
-                 progress: bool = False, params=None, params_out: list | None = None) -> tuple[bytes, dict]:
+                 progress: bool = False, params=None, params_out: list | None = None,
+                 int16_tensors: int = 16) -> tuple[bytes, dict]:
     """Return ``(tflite bytes, how it was quantized)``; *ranges* as in :mod:`.ranges`; with
     ``qat_steps`` the weights (and ranges) are fine-tuned first (:mod:`.qat`) on patches of
     *qat_images*, and judged on *held_out* against the plain post-training model.
@@ -64,7 +69,10 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
     *params* (:class:`.int8_params.Int8Params`, e.g. a registry model's shipped quantization-ready
     weights and ranges) replace range selection and QAT: the converter quantizes the calibrated
     graph with exactly those weights and ranges. *params_out*, when a list, receives the
-    :class:`.int8_params.Int8Params` of the graph that was quantized (``--save-int8-params``)."""
+    :class:`.int8_params.Int8Params` of the graph that was quantized (``--save-int8-params``).
+
+    ``act="mixed"``: the same weights and ranges, then int16 activations on the *int16_tensors*
+    costliest tensors and int8 elsewhere (:mod:`.mixed`, an NPU artifact)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ..runtime import quiet_tensorflow
 
@@ -109,6 +117,10 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
                     held_out if held_out is not None else frames, seed, progress, log)
         if params_out is not None:
             params_out.append(int8_params.extract(final))
+        if act == "mixed":
+            from .mixed import convert_mixed
+
+            blob, how["mixed"] = convert_mixed(final, qat_images or [], int16_tensors, seed, log)
     except SrDeployError:
         raise
     except Exception as exc:  # converter errors are long MLIR dumps: keep the first line
