@@ -203,6 +203,30 @@ def test_calibration_frames_are_plain_rgb(data_root):
 
 
 @pytest.mark.slow
+def test_a_conv_xnnpack_would_refuse_gets_a_wider_range(tmp_path, weights_root, data_root, monkeypatch, calibrated):
+    """imdn x2: a ReLU after one block's channel-attention reduction is off on every calibration crop; its
+    range (~0..2e-6) gave a requantization ratio of ~27 000, XNNPACK refused the whole INT8 model and no
+    imdn x2 INT8 export loaded. The floor widens that one range; graphs XNNPACK takes are left byte for byte."""
+    from srdeploy.errors import SrDeployError as Err
+    from srdeploy.quantize import ranges
+
+    export_onnx(create_model("imdn", 2), tmp_path / "m.onnx", SIZE)
+    convert_onnx2tf(tmp_path / "m.onnx", tmp_path / "tf")
+    frames = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 4).frames
+    cal = calibrate(tmp_path / "tf" / "saved_model", frames)
+    safe, widened = ranges.xnnpack_safe_ranges(cal)
+    assert widened and safe != cal
+    runner = TFLiteRunner(model_content=quantize_calibrated(cal, "float32"))  # loads with XNNPACK
+    assert np.isfinite(runner(frames[:1])).all()
+    with monkeypatch.context() as m:  # the same graph without the floor: refused
+        m.setattr(ranges, "xnnpack_safe_ranges", lambda c: (c, []))
+        with pytest.raises(Err, match="XNNPACK"):
+            TFLiteRunner(model_content=quantize_calibrated(cal, "float32"))
+    rtc_cal, _ = calibrated  # imdn_rtc: nothing to widen, the very same bytes
+    assert ranges.xnnpack_safe_ranges(rtc_cal) == (rtc_cal, [])
+
+
+@pytest.mark.slow
 def test_int16_activations_keep_float_io(saved_model, data_root, tmp_path):
     frames = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 2).frames
     path = tmp_path / "a16.tflite"

@@ -117,6 +117,13 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
                     held_out if held_out is not None else frames, seed, progress, log)
         if params_out is not None:
             params_out.append(int8_params.extract(final))
+        from .ranges import xnnpack_safe_ranges
+
+        _, widened = xnnpack_safe_ranges(final)
+        if widened:  # quantize_calibrated widened them: say so
+            how["ranges"]["widened_for_xnnpack"] = widened
+            log(f"  {len(widened)} conv output range(s) widened so XNNPACK accepts the INT8 model "
+                "(an output constant on every calibration crop)")
         if act == "mixed":
             from .mixed import convert_mixed
 

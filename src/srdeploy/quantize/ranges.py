@@ -26,8 +26,7 @@ import numpy as np
 from ..errors import SrDeployError
 
 __all__ = ["PERCENTILES", "RangeChoice", "activation_samples", "calibrate", "parse_ranges", "worst_crop_psnr",
-           "quantize_calibrated",
-           "select_ranges", "with_ranges"]
+           "quantize_calibrated", "select_ranges", "with_ranges", "xnnpack_safe_ranges"]
 
 #: candidates of ``--ranges auto`` besides min/max (upper tail kept; the lower tail mirrored)
 PERCENTILES = (99.999, 99.99)
@@ -85,8 +84,59 @@ def calibrate(saved_model_dir, frames: np.ndarray) -> bytes:
         return converter.convert()
 
 
+#: XNNPACK refuses a quantized convolution whose requantization scale (input scale × weight scale / output
+#: scale) is 256 or more, and with it the whole delegated graph ("failed to prepare"); ranges are widened to
+#: keep every ratio at most this (a little under the limit, for the quantizer's nudging of ranges to hold zero;
+#: a graph XNNPACK already takes is left as it is)
+MAX_REQUANT_RATIO = 250.0
+_CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def _span(q) -> float:
+    """Width of a calibrated range once it holds zero (what the quantizer's scale × 255 is)."""
+    return max(float(q.max[0]), 0.0) - min(float(q.min[0]), 0.0)
+
+
+def xnnpack_safe_ranges(calibrated: bytes) -> tuple[bytes, list[int]]:
+    """*calibrated* with the output range of every convolution that XNNPACK would refuse widened just
+    enough (returned unchanged when none is), and the widened tensors.
+
+    The case: a conv whose output is (almost) constant on every calibration crop — e.g. a ReLU after
+    the channel attention's reduction that no crop switches on (IMDN x2: range 0..2e-6, requantization
+    ratio 27 000). Its values stay what they were (the range only grows), so this costs nothing; without
+    it no int8 model of the network loads with the default delegate. Written by hand: the converter
+    checks no runtime's limits."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    from ..benchmark.profile import op_kind, op_name_map
+
+    model = fu.convert_bytearray_to_object(bytearray(calibrated))
+    sg, names, widened = model.subgraphs[0], op_name_map(), []
+    for op in sg.operators:
+        if op_kind(model, op, names) not in _CONV_OPS or len(op.inputs) < 2:
+            continue
+        x, w, y = (sg.tensors[int(i)] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        qx, qy, buf = x.quantization, y.quantization, model.buffers[w.buffer].data
+        if qx is None or qx.min is None or qy is None or qy.min is None or buf is None or w.type != 0:
+            continue
+        weights = np.frombuffer(np.asarray(buf, np.uint8).tobytes(), np.float32).reshape([int(d) for d in w.shape])
+        w_scale = float(np.abs(weights).max()) / 127.0  # the largest per-channel scale
+        need = _span(qx) * w_scale / MAX_REQUANT_RATIO  # smallest output span (scale × 255) XNNPACK takes
+        if _span(qy) < need:
+            lo, hi = float(qy.min[0]), float(qy.max[0])
+            if hi > 0 or lo >= 0:  # grow upward (a ReLU's output, or a positive range)
+                qy.min, qy.max = [min(lo, 0.0)], [min(lo, 0.0) + need]
+            else:
+                qy.min, qy.max = [max(hi, 0.0) - need], [max(hi, 0.0)]
+            widened.append(int(op.outputs[0]))
+    if not widened:
+        return calibrated, []
+    return bytes(fu.convert_object_to_bytearray(model)), widened
+
+
 def quantize_calibrated(calibrated: bytes, io: str) -> bytes:
-    """What ``convert()`` does after calibrating: the MLIR quantizer, per-channel weights."""
+    """What ``convert()`` does after calibrating: the MLIR quantizer, per-channel weights (after
+    :func:`xnnpack_safe_ranges`)."""
     from ..runtime import quiet_tensorflow
 
     quiet_tensorflow()
@@ -96,6 +146,7 @@ def quantize_calibrated(calibrated: bytes, io: str) -> bytes:
     dtype = {"float32": tf.float32, "uint8": tf.uint8, "int8": tf.int8}[io]
     from ..runtime import native_stderr_filtered
 
+    calibrated, _ = xnnpack_safe_ranges(calibrated)
     with native_stderr_filtered():
         return tf_convert.mlir_quantize(calibrated, False, input_data_type=dtype, output_data_type=dtype)
 
