@@ -108,3 +108,19 @@ def test_mixed_export_runs_whole_on_the_npu_simulator(mixed_export, tmp_path):
     assert r["ops_offloaded"] == r["ops_total"] > 10 and r["partitions"] == 1 and r["left_on_cpu"] == []
     s5 = r["simulator"]["set5"]
     assert abs(s5["psnr_y_target"] - s5["psnr_y_host"]) < 0.05, s5
+
+
+@pytest.mark.slow
+def test_a_users_own_onnx_model_exports_mixed(foreign_root, data_root, tmp_path):
+    """No shipped ranges: post-training ranges, then the same ranking. RFDN's graph gets scalar constants
+    from ai-edge-quantizer (no shape), which the GPU-compatibility check once could not read."""
+    out = tmp_path / "rfdn"
+    m = Exporter(ExportConfig(onnx=str(foreign_root / "rfdn_x4.onnx"), scale=4, value_range=255, size="64x64",
+                              int8=True, calib=str(data_root / "div2k" / "HR"), calib_samples=4, act="mixed",
+                              int16_tensors=4, out=str(out)), log=lambda msg: None).run()
+    art = {a["file"]: a for a in m["artifacts"]}["model_int8.tflite"]
+    assert art["parity"]["status"] == "passed" and art["gpu_check"]["ops"] > 0
+    mx = art["quantization"]["mixed"]
+    assert len(mx["int16_tensors"]) == 4 and art["quantization"]["int8_params_choice"].startswith("no shipped")
+    types = _activation_types((out / "model_int8.tflite").read_bytes())
+    assert all(types[n] == "int16" for n in mx["int16_tensors"])

@@ -140,7 +140,8 @@ def gpu_check(path, check_load: bool = False) -> GpuReport:
                 if opts is not None and getattr(opts, "fusedActivationFunction", 0) not in _GOOD_ACT:
                     reasons.append("unsupported fused activation")
                 if name == "MUL" and len(ins) == 2:
-                    a, b = (list(sg.tensors[i].shape) for i in ins)
+                    # (a scalar, e.g. ai-edge-quantizer's constants, has no shape: it broadcasts)
+                    a, b = (list(sg.tensors[i].shape if sg.tensors[i].shape is not None else ()) for i in ins)
                     if len(a) == len(b) and any(x < y for x, y in zip(a, b)) and any(y < x for x, y in zip(a, b)):
                         reasons.append("MUL needs one input not smaller than the other in every dimension")
             elif name == "CONV_2D":

@@ -127,7 +127,7 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
         if act == "mixed":
             from .mixed import convert_mixed
 
-            blob, how["mixed"] = convert_mixed(final, qat_images or [], int16_tensors, seed, log)
+            blob, how["mixed"] = convert_mixed(final, qat_images or [], int16_tensors, seed, log, progress)
     except SrDeployError:
         raise
     except Exception as exc:  # converter errors are long MLIR dumps: keep the first line

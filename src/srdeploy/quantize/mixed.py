@@ -43,7 +43,7 @@ def _tensor_name(t) -> str:
 
 
 def sensitivity(calibrated: bytes, images: list[np.ndarray], crops: int = 8, size: int = 64,
-                seed: int = 0) -> list[tuple[str, float]]:
+                seed: int = 0, progress: bool = False) -> list[tuple[str, float]]:
     """``[(tensor name, PSNR dB of the INT8 graph against float with that tensor unquantized)]``, the
     costliest tensor (highest PSNR once released) first; ``("", dB)`` first of all holds the all-int8
     baseline. *calibrated*: the converter's calibrated float graph with the ranges to use."""
@@ -52,7 +52,11 @@ def sensitivity(calibrated: bytes, images: list[np.ndarray], crops: int = 8, siz
     from .qat import TFLiteGraph, qat_patches
     from .ranges import quantize_calibrated
 
-    graph = TFLiteGraph(calibrated, quantize_calibrated(calibrated, "float32"))
+    try:
+        graph = TFLiteGraph(calibrated, quantize_calibrated(calibrated, "float32"))
+    except SrDeployError as exc:  # its message names --qat-steps, the other user of the simulation
+        raise SrDeployError(f"--act mixed cannot rank this graph's tensors: {exc}".split("; export without")[0]
+                            + "; use --act int8 or int16") from None
     x = qat_patches(images, crops, size, np.random.default_rng([seed, 0x16]))
     acts = sorted(graph.qparams)
     with torch.no_grad():
@@ -67,8 +71,12 @@ def sensitivity(calibrated: bytes, images: list[np.ndarray], crops: int = 8, siz
             graph.quant_only = None
         return 10 * math.log10(1 / max(mse, 1e-20))
 
+    from ..progress import bar
+
     tensors = graph._model.subgraphs[0].tensors  # noqa: SLF001 — the parsed graph it simulates
-    scored = [(_tensor_name(tensors[i]), psnr(set(acts) - {i})) for i in acts]
+    # one simulated forward pass per tensor: minutes for a network of a few hundred tensors on a CPU
+    scored = [(_tensor_name(tensors[i]), psnr(set(acts) - {i}))
+              for i in bar(acts, desc="ranking tensors", unit="tensor", enabled=progress)]
     return [("", psnr(set(acts)))] + sorted(scored, key=lambda s: -s[1])
 
 
@@ -136,7 +144,7 @@ def to_mixed(calibrated: bytes, wide: list[str]) -> bytes:
 
 
 def convert_mixed(calibrated: bytes, images: list[np.ndarray], n_wide: int, seed: int = 0,
-                  log=print) -> tuple[bytes, dict]:
+                  log=print, progress: bool = False) -> tuple[bytes, dict]:
     """``(tflite bytes, report)``: *n_wide* tensors chosen by :func:`sensitivity`, the file by
     :func:`to_mixed`."""
     import time
@@ -145,7 +153,7 @@ def convert_mixed(calibrated: bytes, images: list[np.ndarray], n_wide: int, seed
     if not images:
         raise SrDeployError("--act mixed needs the calibration images (its tensor choice runs on their crops)")
     t0 = time.time()
-    scored = sensitivity(calibrated, images, seed=seed)
+    scored = sensitivity(calibrated, images, seed=seed, progress=progress)
     (_, base), ranked = scored[0], scored[1:]
     n_wide = min(n_wide, len(ranked))
     wide = [name for name, _ in ranked[:n_wide]]
