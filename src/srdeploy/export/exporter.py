@@ -148,7 +148,7 @@ class Exporter:
             self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges, cfg.qat_steps)
             if cfg.int16_tensors is not None and cfg.act != "mixed":
                 raise SrDeployError("--int16-tensors applies to --act mixed")
-            if cfg.act == "mixed" and not 1 <= self.int16_tensors <= 10_000:
+            if cfg.int16_tensors is not None and not 1 <= cfg.int16_tensors <= 10_000:
                 raise SrDeployError(f"--int16-tensors must be 1..10000, got {cfg.int16_tensors}")
             self.int8_params, self.int8_params_note = self._int8_params()
             #: the rewrites of the graph INT8 is quantized from (see ExportConfig.int8_rewrites)
@@ -170,10 +170,6 @@ class Exporter:
         self.graph_io = "uint8" if cfg.io == "uint8" else "float32"
         self.results: list[ParityResult] = []
         self.artifacts: list[dict] = []
-
-    @property
-    def int16_tensors(self) -> int:
-        return 16 if self.cfg.int16_tensors is None else self.cfg.int16_tensors
 
     def _int8_params(self):
         """``(Int8Params or None, why)``: what replaces range selection and QAT in this export."""
@@ -366,7 +362,7 @@ class Exporter:
                     blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
                                              self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
                                              qat_images=self.calibration.images, progress=True, params=params,
-                                             params_out=params_out, int16_tensors=self.int16_tensors)
+                                             params_out=params_out, int16_tensors=cfg.int16_tensors)
                 except SrDeployError as exc:
                     if params is None or cfg.int8_params != "auto":
                         raise
@@ -375,7 +371,7 @@ class Exporter:
                     self.int8_params_note = f"shipped INT8 parameters not used: {exc}"
                     blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
                                              self.calibration.held_out, cfg.seed, self.log, progress=True,
-                                             params_out=params_out, int16_tensors=self.int16_tensors)
+                                             params_out=params_out, int16_tensors=cfg.int16_tensors)
                 how["int8_params_choice"] = self.int8_params_note
 
                 int8_path.write_bytes(blob)

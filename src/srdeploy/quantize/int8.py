@@ -61,7 +61,7 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
                  ranges: str = "minmax", held_out: np.ndarray | None = None, seed: int = 0,
                  log=print, qat_steps: int = 0, qat_images: list[np.ndarray] | None = None,
                  progress: bool = False, params=None, params_out: list | None = None,
-                 int16_tensors: int = 16) -> tuple[bytes, dict]:
+                 int16_tensors: int | None = None) -> tuple[bytes, dict]:
     """Return ``(tflite bytes, how it was quantized)``; *ranges* as in :mod:`.ranges`; with
     ``qat_steps`` the weights (and ranges) are fine-tuned first (:mod:`.qat`) on patches of
     *qat_images*, and judged on *held_out* against the plain post-training model.
@@ -125,9 +125,11 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
             log(f"  {len(widened)} conv output range(s) widened so XNNPACK accepts the INT8 model "
                 "(an output constant on every calibration crop)")
         if act == "mixed":
-            from .mixed import convert_mixed
+            from .mixed import DEFAULT_INT16_TENSORS, convert_mixed
 
-            blob, how["mixed"] = convert_mixed(final, qat_images or [], int16_tensors, seed, log, progress)
+            blob, how["mixed"] = convert_mixed(final, qat_images or [],
+                                               DEFAULT_INT16_TENSORS if int16_tensors is None else int16_tensors,
+                                               seed, log, progress)
     except SrDeployError:
         raise
     except Exception as exc:  # converter errors are long MLIR dumps: keep the first line

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 import warnings
 
@@ -34,6 +33,8 @@ from ..errors import SrDeployError
 __all__ = ["sensitivity", "to_mixed", "convert_mixed", "REQUIREMENT"]
 
 REQUIREMENT = "ai-edge-quantizer==0.10.0"
+#: --int16-tensors when not given
+DEFAULT_INT16_TENSORS = 16
 #: TFLite op names ai-edge-quantizer leaves in float (seen in its 0.10.0 policy)
 FLOAT_OPS = ("LEAKY_RELU", "DEPTH_TO_SPACE")
 
@@ -49,7 +50,7 @@ def sensitivity(calibrated: bytes, images: list[np.ndarray], crops: int = 8, siz
     baseline. *calibrated*: the converter's calibrated float graph with the ranges to use."""
     import torch
 
-    from .qat import TFLiteGraph, qat_patches
+    from .qat import TFLiteGraph, partial_quant_psnr, qat_patches
     from .ranges import quantize_calibrated
 
     try:
@@ -63,13 +64,7 @@ def sensitivity(calibrated: bytes, images: list[np.ndarray], crops: int = 8, siz
         ref = graph(x, quant=False)
 
     def psnr(quantized: set[int]) -> float:
-        graph.quant_only = quantized
-        try:
-            with torch.no_grad():
-                mse = float(((graph(x, quant=True) - ref) ** 2).mean())
-        finally:
-            graph.quant_only = None
-        return 10 * math.log10(1 / max(mse, 1e-20))
+        return partial_quant_psnr(graph, x, ref, quantized)
 
     from ..progress import bar
 

@@ -465,6 +465,20 @@ class QATResult:
                 "seconds": round(self.seconds, 1)}
 
 
+def partial_quant_psnr(graph: TFLiteGraph, x: torch.Tensor, ref: torch.Tensor, acts: set[int] | None,
+                       weights: bool = True) -> float:
+    """PSNR (dB) against *ref* (the float graph's output on *x*) of *graph* fake-quantizing only the
+    activation tensors *acts* (None: all) and, if *weights*, its weights; the graph is left quantizing
+    everything again."""
+    graph.quant_only, graph.quant_weights = acts, weights
+    try:
+        with torch.no_grad():
+            mse = float(((graph(x, quant=True) - ref) ** 2).mean())
+    finally:
+        graph.quant_only, graph.quant_weights = None, True
+    return 10 * math.log10(1 / max(mse, 1e-20))
+
+
 def error_by_group(graph: TFLiteGraph, x: torch.Tensor) -> dict[str, float]:
     """Where the INT8 error comes from: PSNR (dB) of the fake-quantized graph against the float graph
     on *x* (NCHW, [0, 1]) with quantization switched on for one group of tensors at a time."""
@@ -472,13 +486,7 @@ def error_by_group(graph: TFLiteGraph, x: torch.Tensor) -> dict[str, float]:
         ref = graph(x, quant=False)
 
     def psnr(acts: set[int] | None, weights: bool) -> float:
-        graph.quant_only, graph.quant_weights = acts, weights
-        try:
-            with torch.no_grad():
-                mse = float(((graph(x, quant=True) - ref) ** 2).mean())
-        finally:
-            graph.quant_only, graph.quant_weights = None, True
-        return 10 * math.log10(1 / max(mse, 1e-20))
+        return partial_quant_psnr(graph, x, ref, acts, weights)
 
     by_kind: dict[str, set[int]] = {}
     for op in graph.ops:
