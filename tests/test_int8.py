@@ -407,6 +407,67 @@ def test_resumed_qat_matches_the_teacher_not_its_own_starting_weights(qat_graph,
 
 
 @pytest.mark.slow
+def test_learned_rounding_rounds_each_weight_up_or_down_on_the_converters_grid(qat_graph, data_root):
+    """Learned rounding (finetune(rounding="learned")): every conv weight ends on TFLite's per-channel grid (the converter then
+    quantizes it to exactly that integer), one step from where it started at most, each channel's
+    largest weight (which sets the scale) untouched; the rounding was really learned (not all nearest,
+    none left undecided) and the simulation of the result is the converter's INT8 model."""
+    import copy
+
+    import torch
+
+    from srdeploy.quantize.qat import TFLiteGraph, finetune
+
+    graph, blob, q, frames = qat_graph
+    cal = calibration_frames(data_root / "div2k" / "HR", 2, SIZE, 1, seed=7, held_out=0)
+    g = copy.deepcopy(graph)
+    start = {k: p.detach().clone() for k, p in g.weights.items()}
+    # a fast rate and a strong regularizer so 40 steps decide (nearly) every weight; at the start all are undecided
+    res = finetune(g, cal.images, 40, patch=48, batch=4, seed=0, rounding="learned", round_lr=0.5, round_weight=0.1,
+                   log=lambda m: None)
+    assert res.rounding == "learned" and res.rounding_undecided < 0.15, res
+    assert not g.rounding and not g.round_v  # back to a plain graph
+    differs_from_nearest = 0
+    for k, w0 in start.items():
+        if not k.startswith("w"):
+            continue
+        scale = w0.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+        grid = g.weights[k].detach() / scale
+        assert torch.allclose(grid, torch.round(grid), atol=1e-3), k
+        assert bool(((grid - w0 / scale).abs() < 1 + 1e-3).all()), k
+        assert torch.allclose(g.weights[k].detach().abs().amax(dim=(1, 2, 3)), w0.abs().amax(dim=(1, 2, 3))), k
+        differs_from_nearest += int((torch.round(grid) != torch.round(w0 / scale)).sum())
+    assert differs_from_nearest > 0
+    cal2 = g.calibrated_with_weights()
+    q2 = quantize_calibrated(cal2, "float32")
+    # the converter's integer weights are the learned ones: dequantized, they are the written floats
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    qm = fu.convert_bytearray_to_object(bytearray(q2))
+    qsg = qm.subgraphs[0]
+    by_name = {t.name: t for t in qsg.tensors}
+    g2 = TFLiteGraph(cal2, q2)
+    checked = 0
+    for op in g2.ops:
+        if op.kind != "CONV_2D":
+            continue
+        name, index = op.params["w"]
+        t = by_name[g2._model.subgraphs[0].tensors[index].name]
+        ints = np.frombuffer(bytes(bytearray(qm.buffers[t.buffer].data)), np.int8).reshape([int(d) for d in t.shape])
+        deq = ints.astype(np.float32) * np.asarray(t.quantization.scale, np.float32).reshape(-1, 1, 1, 1)
+        ours = g2.weights[name].detach().permute(0, 2, 3, 1).numpy()
+        assert np.allclose(deq, ours, rtol=1e-5, atol=1e-7), name
+        checked += 1
+    assert checked > 10
+    sim = _sim(g2, frames[:2], True)
+    int8_tfl = np.concatenate([TFLiteRunner(model_content=q2)(f[None]) for f in frames[:2]])
+    float_tfl = np.concatenate([TFLiteRunner(model_content=cal2)(f[None]) for f in frames[:2]])
+    assert abs(_psnr(sim, float_tfl) - _psnr(int8_tfl, float_tfl)) < 0.5
+    with pytest.raises(SrDeployError, match="nearest or learned"):
+        finetune(copy.deepcopy(graph), cal.images, 1, rounding="stochastic", log=lambda m: None)
+
+
+@pytest.mark.slow
 def test_qat_intermediate_distillation_matches_block_outputs(qat_graph, data_root):
     """With feature_weight > 0 the loss also sees the residual ADDs' outputs: the kept tensors are
     exactly those, the run brings INT8 closer on held-out crops, and its output-loss record differs

@@ -120,6 +120,13 @@ def _int8_file(file: str, sha256: str, float_sha256: str, command: str, made: st
                        metrics={"float_weights_sha256": float_sha256, "rewrites": tuple(rewrites), **drops})
 
 
+def _qat_made(ranges: str, steps: int, when: str, fidelity: str, rule: str = "") -> str:
+    """The recipe every shipped INT8 file shares (sr-export's defaults), with what differed and what it measured."""
+    return (f"16 calibration crops of the 8 DIV2K HR images, --ranges auto chose {ranges}, then {steps} QAT steps: "
+            f"batch 8 of 64x64 crops, Adam 3e-4 cosine, seed 0; {when}. INT8 vs float on the worst of 4 held-out "
+            f"crops {fidelity} dB" + (f". {rule}" if rule else ""))
+
+
 #: how the 256x256 INT8 files were made (scale s)
 _QAT_256 = ("sr-export --model {m} --scale {s} --size 256x256 --int8 --calib ../shared/data/div2k/HR --int8-params none "
             "--qat-steps {n} --save-int8-params runs/qat/{m}_x{s}_int8.npz --quality --out runs/qat/{m}{s}")
@@ -131,17 +138,21 @@ _register(ModelSpec(
     int8_params={2: _int8_file(
         "imdn_x2_int8.npz", "170fc5a22e36e15abbed9980303092f30388b5379a3dfbe70d133ce2b5ee25ed",
         "740b39653592bd3f49955a21cd9e16f2d37f2c413368cc09327601b8fbe42ce1", _QAT_256.format(m="imdn", s=2, n=400),
-        "16 calibration crops of the 8 DIV2K HR images, --ranges auto chose p99.99, then 400 QAT steps: batch 8 "
-        "of 64x64 crops, Adam 3e-4 cosine, seed 0; 2292 s of QAT at one thread beside a training run, 2026-12-05. "
-        "INT8 vs float on the worst of 4 held-out crops 41.65 -> 44.58 dB. Shipped under the rule written before "
-        "the run: both drops at 256x256 below the post-training default's 1.435 / 1.230 dB",
+        _qat_made("p99.99", 400, "2292 s of QAT at one thread beside a training run, 2026-12-05", "41.65 -> 44.58",
+                  "Shipped under the rule written before the run: both drops at 256x256 below the post-training "
+                  "default's 1.435 / 1.230 dB"),
         {"set5_drop_db_256x256": 0.304, "set14_drop_db_256x256": 0.302}),
+        3: _int8_file(
+        "imdn_x3_int8.npz", "3b7bb4e665838068554ba796d53ab2e40cdc5b2b1ec9ec4cbac36112854c1e29",
+        "11b1716a19bc16e5e353e1db798d476169338e631eb170c82d765559888cb028", _QAT_256.format(m="imdn", s=3, n=400),
+        _qat_made("p99.999", 400, "1947 s of QAT at one thread beside other QAT runs, 2026-12-05", "40.19 -> 43.32",
+                  "Shipped under the rule written before the run: both drops at 256x256 below the post-training "
+                  "default's 0.337 / 0.230 dB"),
+        {"set5_drop_db_256x256": 0.236, "set14_drop_db_256x256": 0.219}),
         4: _int8_file(
         "imdn_x4_int8.npz", "8710a4fb22049804e4852730abb3bbd286dad3a64eb5a378cb8717c854f8aa49",
         "e660c38221147217a136debeb99eb304d62d9c0f73ac421ed66281b619719714", _QAT_256.format(m="imdn", s=4, n=400),
-        "16 calibration crops of the 8 DIV2K HR images, --ranges auto chose p99.999, then 400 QAT steps: batch 8 "
-        "of 64x64 crops, Adam 3e-4 cosine, seed 0; 988 s of QAT on the 2-core CPU, 2026-12-03. INT8 vs float on "
-        "the worst of 4 held-out crops 41.15 -> 43.92 dB",
+        _qat_made("p99.999", 400, "988 s of QAT on the 2-core CPU, 2026-12-03", "41.15 -> 43.92"),
         # sr-export's quality report at 256x256 (PSNR-Y drop vs PyTorch FP32 of the official weights)
         {"set5_drop_db_256x256": 0.178, "set14_drop_db_256x256": 0.150})},
     reference="Hui et al., Lightweight Image Super-Resolution with Information Multi-distillation Network, ACM MM 2019"))
@@ -219,6 +230,15 @@ _register(ModelSpec(
                             remap=((r"^FEM\.0\.", "fea_conv."), (r"^FEM\.1\.sub\.8\.", "LR_conv."),
                                    (r"^FEM\.1\.sub\.", "blocks."), (r"^RM\.0\.", "upsampler.0.")),
                             source="ofsoundof/NTIRE2022_ESR @ 044c930")},
+    # made at 720x480: at 256x256 this checkpoint's FP32 TFLite misses the parity gate on uniform noise by 7 %
+    int8_params={4: _int8_file(
+        "imdn_plus_x4_int8.npz", "718803b9c2b28ba533388b95267fb2e1311b5971478c65e56a6adeeeaa1a05cb",
+        "0051dcbeb82684fef3981eff81df86bb167b8f9602323fa37f82f8c5566ff5a9",
+        _QAT_256.format(m="imdn_plus", s=4, n=400).replace("256x256", "720x480"),
+        _qat_made("p99.99", 400, "1256 s of QAT at one thread beside other QAT runs, 2026-12-05", "40.80 -> 44.50",
+                  "Shipped under the rule written before the run: both drops at 720x480 below the post-training "
+                  "default's 0.858 / 0.674 dB"),
+        {"set5_drop_db_720x480": 0.223, "set14_drop_db_720x480": 0.179})},
     reference="NTIRE 2022 Efficient SR challenge report, team IMDN+"))
 _register(ModelSpec(
     "dipnet", "DIPNet: feature 44, mid 38, 4 RRFB with ESA, no conv bias (243 k params)",
@@ -229,10 +249,8 @@ _register(ModelSpec(
     int8_params={4: _int8_file(
         "dipnet_x4_int8.npz", "39447ae57c4dd6433003f70bf126b6a494e220156f5e89924c2ae5e24ae1981b",
         "7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1", _QAT_256.format(m="dipnet", s=4, n=2400),
-        "16 calibration crops of the 8 DIV2K HR images, --ranges auto chose p99.999, then 2400 QAT steps: batch "
-        "8 of 64x64 crops, Adam 3e-4 cosine, seed 0; 1749 s of QAT on the 2-core CPU, 2026-12-03 (replaced a "
-        "1200-step file, 0.144/0.151 dB, under a rule written before: both drops lower). INT8 vs float on the "
-        "worst of 4 held-out crops 41.27 -> 44.76 dB",
+        _qat_made("p99.999", 2400, "1749 s of QAT on the 2-core CPU, 2026-12-03 (replaced a 1200-step file, "
+                  "0.144/0.151 dB, under a rule written before: both drops lower)", "41.27 -> 44.76"),
         {"set5_drop_db_256x256": 0.123, "set14_drop_db_256x256": 0.134})},
     reference="Yu et al., DIPNet: Efficiency Distillation and Iterative Pruning for Image SR, CVPRW 2023"))
 #: srdeploy's own DIPNet-lite x2 (no public weights exist): how the embedded file was made
@@ -280,10 +298,9 @@ _register(ModelSpec(
         "68eb4879134c0b911d75d42239f19233d51b799477d190ac3d5a08aaae513e59",
         "sr-export --model dipnet_lite --size 256x256 --int8 --calib ../shared/data/div2k/HR --int8-params none "
         "--qat-steps 2400 --save-int8-params runs/qat/dipnet_lite_x2_q2400.npz --quality --out runs/qat/lite_q2400",
-        "16 calibration crops of the 8 DIV2K HR images, --ranges auto chose p99.99, then 2400 QAT steps: batch 8 of "
-        "64x64 crops, Adam 3e-4 cosine, seed 0; 1526 s at one thread on the 2-core CPU beside another QAT run, "
-        "2026-12-05. INT8 vs float on the worst of 4 held-out crops 36.80 -> 50.55 dB. Shipped under the rule "
-        "written before the run: both drops at 1080x1920 below the post-training 1.56 / 0.91 dB",
+        _qat_made("p99.99", 2400, "1526 s at one thread on the 2-core CPU beside another QAT run, 2026-12-05",
+                  "36.80 -> 50.55", "Shipped under the rule written before the run: both drops at 1080x1920 below "
+                  "the post-training 1.56 / 0.91 dB"),
         # sr-export's quality report at 256x256 (PSNR-Y drop vs PyTorch FP32 of the embedded weights)
         {"set5_drop_db_256x256": 0.094, "set14_drop_db_256x256": 0.058})},
     reference="DIPNet seed variant deployed by a vendor at 1080x1920"))

@@ -140,6 +140,10 @@ class TFLiteGraph(nn.Module):
             self.ops.append(rec)
         self.qparams = self._activation_qparams(sg, quantized)
         self.learn_ranges = False
+        #: learned rounding (see start_learned_rounding): weight key -> (scale, floor, fixed mask, nearest)
+        self.rounding: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.round_v = nn.ParameterDict()
+        self.round_hard = False
         # what quant=True quantizes (a diagnostic can narrow it: see error_by_group)
         self.quant_only: set[int] | None = None  # activation tensor indices; None = all
         self.quant_weights = True
@@ -205,7 +209,68 @@ class TFLiteGraph(nn.Module):
                 self.group_of[m] = key
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        return list(self.weights.values())
+        """What QAT trains besides the ranges: every conv weight and bias, or, while learned rounding
+        is on, the biases only (the weights are then frozen and their rounding is learned)."""
+        return [p for k, p in self.weights.items() if not (self.rounding and k in self.rounding)]
+
+    # -- learned rounding of weights (AdaRound: Nagel et al., ICML 2020, "Up or Down?") -------------
+    # Written here rather than taken from a library: AIMET's and torch.ao's implementations round a
+    # torch module layer by layer; this graph is the converter's own TFLite graph, rounded end to end
+    # against its float output, with TFLite's per-channel scale max|w|/127 kept fixed.
+    #: the rectified sigmoid's stretch (the paper's zeta, gamma): h reaches exactly 0 and 1
+    _ZETA, _GAMMA = 1.1, -0.1
+
+    def start_learned_rounding(self) -> None:
+        """Freeze the conv weights on TFLite's per-channel grid (scale max|w|/127) and make the rounding
+        of each one (down: h = 0, up: h = 1) a learnable soft variable h(V), starting at the weight's
+        own fractional position, so the soft graph starts from the float weights."""
+        self.rounding = {}
+        self.round_v = nn.ParameterDict()
+        self.round_hard = False
+        for key, p in self.weights.items():
+            if not key.startswith("w"):
+                continue
+            w = p.detach()
+            scale = (w.abs().amax(dim=(1, 2, 3), keepdim=True) / 127.0).clamp_min(1e-12)
+            q = w / scale
+            base = torch.floor(q)
+            frac = (q - base).clamp(0.01, 0.99)
+            # each channel's largest |w| sets its scale: it keeps its nearest rounding (±127), so the
+            # converter, which derives the scale from the written weights, finds the same grid
+            fixed = q.abs() >= 126.5
+            self.rounding[key] = (scale, base, fixed, torch.round(q).clamp(-127, 127))
+            self.round_v[key] = nn.Parameter(-torch.log((self._ZETA - self._GAMMA) / (frac - self._GAMMA) - 1))
+
+    def _rounding_h(self, key: str) -> torch.Tensor:
+        v = self.round_v[key]
+        if self.round_hard:
+            return (v >= 0).to(v.dtype)
+        return (torch.sigmoid(v) * (self._ZETA - self._GAMMA) + self._GAMMA).clamp(0, 1)
+
+    def _rounded_weight(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, base, fixed, nearest = self.rounding[key]
+        grid = torch.where(fixed, nearest, (base + self._rounding_h(key)).clamp(-127, 127))
+        return grid * scale, scale.flatten()
+
+    def rounding_regularizer(self, beta: float) -> torch.Tensor:
+        """The paper's f_reg, summed over the free weights (as the paper does): 0 when every h is 0 or 1."""
+        terms = [(1 - (2 * self._rounding_h(k) - 1).abs().pow(beta))[~self.rounding[k][2]] for k in self.rounding]
+        return torch.cat(terms).sum()
+
+    def rounding_undecided(self) -> float:
+        """Share of the free weights whose soft h is still strictly between 0 and 1."""
+        with torch.no_grad():
+            h = torch.cat([self._rounding_h(k)[~self.rounding[k][2]] for k in self.rounding])
+        return float(((h > 0) & (h < 1)).float().mean())
+
+    def finish_learned_rounding(self) -> None:
+        """Round each weight the way it learned (h >= 0.5 up) and write the grid values back as the
+        float weights, which the converter then quantizes to exactly these integers."""
+        self.round_hard = True
+        with torch.no_grad():
+            for key in list(self.rounding):
+                self.weights[key].data = self._rounded_weight(key)[0].clone()
+        self.rounding, self.round_v, self.round_hard = {}, nn.ParameterDict(), False
 
     def learned_qparams(self) -> dict[int, tuple[float, int]]:
         """Each tensor's (scale, zero point) as the simulation uses them now."""
@@ -309,7 +374,8 @@ class TFLiteGraph(nn.Module):
             w = self.weights[op.params["w"][0]]
             b = self.weights[op.params["b"][0]] if "b" in op.params else None
             if quant and self.quant_weights:
-                w, w_scale = self._fq_weight(w)
+                w, w_scale = (self._rounded_weight(op.params["w"][0]) if op.params["w"][0] in self.rounding
+                              else self._fq_weight(w))
                 if b is not None:  # int32 bias on the grid input scale × weight scale
                     b_scale = (self._in_scale(op.inputs[0]) * w_scale).clamp_min(1e-12)
                     b = torch.fake_quantize_per_channel_affine(
@@ -458,11 +524,17 @@ class QATResult:
     loss_first: float
     loss_last: float
     seconds: float
+    rounding: str = "nearest"
+    #: learned rounding: share of the weights whose soft rounding was not yet 0 or 1 at the end
+    rounding_undecided: float | None = None
 
     def to_json(self) -> dict:
-        return {"steps": self.steps, "lr": self.lr, "patch": self.patch, "batch": self.batch,
-                "loss_first": round(self.loss_first, 8), "loss_last": round(self.loss_last, 8),
-                "seconds": round(self.seconds, 1)}
+        out = {"steps": self.steps, "lr": self.lr, "patch": self.patch, "batch": self.batch,
+               "loss_first": round(self.loss_first, 8), "loss_last": round(self.loss_last, 8),
+               "seconds": round(self.seconds, 1)}
+        if self.rounding != "nearest":
+            out.update(rounding=self.rounding, rounding_undecided=round(self.rounding_undecided, 5))
+        return out
 
 
 def partial_quant_psnr(graph: TFLiteGraph, x: torch.Tensor, ref: torch.Tensor, acts: set[int] | None,
@@ -506,7 +578,8 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
              batch: int = 8, seed: int = 0, learn_ranges: bool = True, range_lr: float = 3e-4,
              progress: bool = False, log=print, feature_weight: float = 0.0,
              feature_kinds: tuple[str, ...] = ("ADD",), callback=None,
-             teacher: "TFLiteGraph | None" = None) -> QATResult:
+             teacher: "TFLiteGraph | None" = None, rounding: str = "nearest",
+             round_lr: float = 3e-2, round_weight: float = 0.01) -> QATResult:
     """Fine-tune *graph*'s weights so its fake-quantized output matches its float output.
 
     ``feature_weight`` > 0 adds intermediate-tensor distillation: the fake-quantized graph also
@@ -514,7 +587,13 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     residual ADDs that end each block), each as its MSE relative to the float tensor's mean square
     (so every block weighs the same whatever its scale), averaged and weighted. ``callback(step,
     graph)`` runs after each step (the ablation's curve). ``teacher``: the float graph to match when
-    *graph* does not start from the float weights (QAT resumed from an INT8 parameter file)."""
+    *graph* does not start from the float weights (QAT resumed from an INT8 parameter file).
+
+    ``rounding="learned"``: the weights stay where they are and each one's rounding (up or down on
+    TFLite's grid) is learned instead (:meth:`TFLiteGraph.start_learned_rounding`), with the biases and
+    ranges; the paper's schedule: no regularizer for the first 20 % of the steps, then its weight
+    ``round_weight`` (relative to the first step's output loss) with beta annealed from 20 to 2, and
+    a hard rounding at the end."""
     import time
 
     from ..progress import bar as progress_bar
@@ -527,14 +606,27 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     teacher = copy.deepcopy(graph if teacher is None else teacher).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    if rounding not in ("nearest", "learned"):
+        raise SrDeployError(f"QAT rounding must be nearest or learned, got {rounding!r}")
     graph.learn_ranges = learn_ranges
+    if rounding == "learned":
+        graph.start_learned_rounding()
     groups = [{"params": graph.weight_parameters(), "lr": lr}]
     if learn_ranges:  # ranges move relative to their size: a scale of 0.01 needs a step far below lr
         groups.append({"params": list(graph.range_scale.values()), "lr": range_lr})
         # zero points live on the integer grid: a step of 100× the scale's lr moves them ~0.01–1 per step
         groups.append({"params": list(graph.range_zero.values()), "lr": range_lr * 100})
+    cosine = lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))  # noqa: E731
+    schedules = [cosine] * len(groups)
+    if rounding == "learned":
+        # the rounding variables keep the paper's constant Adam rate: their decisions are made at the
+        # end, when the regularizer is strongest (weights and ranges follow the cosine schedule)
+        groups.append({"params": list(graph.round_v.values()), "lr": round_lr})
+        schedules.append(lambda i: 1.0)
     opt = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.0)
+    # (nearest rounding keeps torch's own cosine: the shipped files' recipes re-run bit for bit)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedules) if rounding == "learned" else \
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.0)
     rng = np.random.default_rng([seed, 0x9A7])
     if feature_weight < 0:
         raise SrDeployError("the intermediate-tensor loss weight must be >= 0")
@@ -556,6 +648,14 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
             feat = torch.stack([F.mse_loss(graph.kept[i], t) / t.pow(2).mean().clamp_min(1e-12)
                                 for i, t in teacher.kept.items()]).mean()
             loss = out_loss + feature_weight * feat
+        step = len(losses)
+        if rounding == "learned":
+            if step == 0:
+                loss_scale = float(out_loss.detach())
+            warm = int(0.2 * steps)
+            if step >= warm:  # beta from 20 down to 2 over the rest of the run
+                beta = 20 - 18 * (step - warm) / max(1, steps - 1 - warm)
+                loss = loss + round_weight * loss_scale * graph.rounding_regularizer(beta)
         if not torch.isfinite(loss):
             raise SrDeployError(f"QAT diverged (non-finite loss at step {len(losses) + 1}); export without --qat-steps")
         opt.zero_grad(set_to_none=True)
@@ -567,9 +667,15 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
             callback(len(losses), graph)
         bar.set_postfix(psnr=f"{10 * math.log10(1 / max(np.mean(losses[-50:]), 1e-12)):.2f}dB")
     graph.kept = {}  # drop the last step's intermediate tensors (and their autograd graph)
+    undecided = None
+    if rounding == "learned":
+        undecided = graph.rounding_undecided()
+        graph.finish_learned_rounding()
+        log(f"  QAT: learned rounding, {100 * undecided:.2f} % of the weights still undecided at the end "
+            "(rounded at h >= 0.5)")
     k = max(1, min(50, len(losses) // 4))  # first and last quarter (at most 50 steps each)
     res = QATResult(steps, lr, patch, batch, float(np.mean(losses[:k])), float(np.mean(losses[-k:])),
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, rounding, undecided)
     log(f"  QAT: {steps} steps, INT8-vs-float on training crops {10 * math.log10(1 / max(res.loss_first, 1e-12)):.2f}"
         f" -> {10 * math.log10(1 / max(res.loss_last, 1e-12)):.2f} dB")
     return res

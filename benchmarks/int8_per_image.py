@@ -1,0 +1,83 @@
+"""Where an INT8 drop comes from, image by image, and the fidelity 0.10 dB would need (issue 17's "why").
+
+For each Set5/Set14 image: PSNR-Y of PyTorch FP32 and of the INT8 TFLite against HR (sr-eval's
+convention: official LR where there is one, else MATLAB bicubic; border = scale), and PSNR-Y of the
+INT8 output against the FP32 output (the INT8 model's own error). Per set it also gives the drop that
+error would cause if it were uncorrelated with the float model's error (10·log10(1 + MSE_q / MSE_f))
+and the INT8-vs-FP32 PSNR-Y that a 0.10 dB drop needs under that model (the float PSNR + 16.3 dB).
+A diagnostic: it reads evaluation images, so nothing in the product may be chosen by it.
+
+    python benchmarks/int8_per_image.py imdn_rtc 2 runs/qat/rtc_ss_r2000/model_int8.tflite \
+        --json benchmarks/results/int8_per_image/imdn_rtc_x2.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from srdeploy.benchmark.evaluate import _official_lr, find_dataset, make_predictor
+from srdeploy.imaging import psnr_y, read_rgb, to_uint8
+from srdeploy.paths import data_dir
+from srdeploy.resize import bicubic_degrade, modcrop
+
+#: 10·log10(1 / (10^(0.10/10) − 1)): INT8-vs-float PSNR above the float PSNR that costs 0.10 dB when uncorrelated
+MARGIN_FOR_0_10_DB = 10 * math.log10(1 / (10 ** 0.01 - 1))
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("scale", type=int)
+    ap.add_argument("int8", help="the INT8 .tflite")
+    ap.add_argument("--weights", default=None, help="float weights (default: the registry's)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    float_predict, _ = make_predictor(args.model, args.scale, None, weights=args.weights)
+    int8_predict, _ = make_predictor(args.model, args.scale, args.int8)
+    out: dict = {"model": args.model, "scale": args.scale, "int8": args.int8, "sets": {}}
+    for name in ("Set5", "Set14"):
+        ds = find_dataset(data_dir() / name, args.scale)
+        rows = []
+        for path in ds.hr_files:
+            hr = modcrop(read_rgb(path), args.scale)
+            lr_path = _official_lr(ds, path, args.scale)
+            lr = read_rgb(lr_path) if lr_path is not None else bicubic_degrade(hr, args.scale)
+            f, q = to_uint8(float_predict(lr)), to_uint8(int8_predict(lr))
+            rows.append({"image": path.name, "float_psnr_y": psnr_y(f, hr, args.scale),
+                         "int8_psnr_y": psnr_y(q, hr, args.scale), "int8_vs_float_psnr_y": psnr_y(q, f, args.scale)})
+        fl = np.array([r["float_psnr_y"] for r in rows])
+        q8 = np.array([r["int8_psnr_y"] for r in rows])
+        qf = np.array([r["int8_vs_float_psnr_y"] for r in rows])
+        uncorrelated = fl + 10 * np.log10(10 ** (-fl / 10) + 10 ** (-qf / 10))
+        for r, u in zip(rows, uncorrelated):
+            r["drop_db"] = round(r["float_psnr_y"] - r["int8_psnr_y"], 3)
+            r["drop_if_uncorrelated_db"] = round(float(u), 3)
+            for k in ("float_psnr_y", "int8_psnr_y", "int8_vs_float_psnr_y"):
+                r[k] = round(r[k], 3)
+        out["sets"][name] = {
+            "drop_db": round(float((fl - q8).mean()), 3),
+            "drop_if_uncorrelated_db": round(float(uncorrelated.mean()), 3),
+            "int8_vs_float_psnr_y_mean": round(float(qf.mean()), 2),
+            "int8_vs_float_psnr_y_worst": round(float(qf.min()), 2),
+            "int8_vs_float_needed_for_0.10_db": round(float(fl.mean() + MARGIN_FOR_0_10_DB), 2),
+            "images": rows}
+        s = out["sets"][name]
+        print(f"{name}: drop {s['drop_db']:.3f} dB (uncorrelated model {s['drop_if_uncorrelated_db']:.3f}); INT8 vs "
+              f"float {s['int8_vs_float_psnr_y_mean']:.2f} dB mean, {s['int8_vs_float_psnr_y_worst']:.2f} worst; "
+              f"0.10 dB needs ~{s['int8_vs_float_needed_for_0.10_db']:.2f}")
+        for r in sorted(rows, key=lambda r: -r["drop_db"])[:3]:
+            print(f"   {r['image']:<16} drop {r['drop_db']:.3f}  INT8 vs float {r['int8_vs_float_psnr_y']:.2f} dB")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1) + "\n")
+        tmp.replace(args.json)
+    return out
+
+
+if __name__ == "__main__":
+    main()
