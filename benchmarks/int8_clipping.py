@@ -14,7 +14,6 @@ chosen by it.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from srdeploy.export.formats import convert_onnx2tf, export_onnx
+from srdeploy.fsutil import atomic_write_json
 from srdeploy.imaging import read_rgb
 from srdeploy.models import create_model
 from srdeploy.paths import data_dir
@@ -90,9 +90,7 @@ def main() -> dict:
     print("held-out DIV2K crops, one group quantized at a time:",
           ", ".join(f"{k} {v:.2f}" for k, v in out["error_by_group_db_held_out"].items()))
     if args.json:
-        tmp_path = Path(args.json).with_suffix(".tmp")
-        tmp_path.write_text(json.dumps(out, indent=1) + "\n")
-        tmp_path.replace(args.json)
+        atomic_write_json(Path(args.json), out)
     return out
 
 

@@ -13,13 +13,13 @@ A diagnostic: it reads evaluation images, so nothing in the product may be chose
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from srdeploy.benchmark.evaluate import _official_lr, find_dataset, make_predictor
+from srdeploy.fsutil import atomic_write_json
 from srdeploy.imaging import psnr_y, read_rgb, to_uint8
 from srdeploy.paths import data_dir
 from srdeploy.resize import bicubic_degrade, modcrop
@@ -72,10 +72,7 @@ def main() -> dict:
         for r in sorted(rows, key=lambda r: -r["drop_db"])[:3]:
             print(f"   {r['image']:<16} drop {r['drop_db']:.3f}  INT8 vs float {r['int8_vs_float_psnr_y']:.2f} dB")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=1) + "\n")
-        tmp.replace(args.json)
+        atomic_write_json(Path(args.json), out)
     return out
 
 
