@@ -9,10 +9,13 @@ A diagnostic: it reads evaluation images, so nothing in the product may be chose
 
     python benchmarks/int8_per_image.py imdn_rtc 2 runs/qat/rtc_ss_r2000/model_int8.tflite \
         --json benchmarks/results/int8_per_image/imdn_rtc_x2.json
+    # every image of several such files: float PSNR against INT8-vs-float PSNR, with the 0.10 dB line
+    python benchmarks/int8_per_image.py plot OUT.png A.json B.json ...
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -76,5 +79,44 @@ def main() -> dict:
     return out
 
 
+def plot(out: str, files: list[str]) -> None:
+    """One point per image and model: where 0.10 dB would need it to be (above the line, if uncorrelated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    lo, hi = 1e9, -1e9
+    for f, colour in zip(files, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
+        data = json.loads(Path(f).read_text())
+        for name, marker in (("Set5", "o"), ("Set14", "s")):
+            rows = data["sets"][name]["images"]
+            x = [r["float_psnr_y"] for r in rows]
+            y = [r["int8_vs_float_psnr_y"] for r in rows]
+            lo, hi = min(lo, *x), max(hi, *x)
+            ax.scatter(x, y, c=colour, marker=marker, s=28, label=f"{data['model']} x{data['scale']} {name}")
+            for r in rows:
+                if r["drop_db"] > 0.5:
+                    ax.annotate(f"{r['image'].split('.')[0]} {r['drop_db']:.2f} dB", (r["float_psnr_y"],
+                                r["int8_vs_float_psnr_y"]), fontsize=7, xytext=(4, -8), textcoords="offset points")
+    xs = np.linspace(lo - 0.5, hi + 0.5, 2)
+    ax.plot(xs, xs + MARGIN_FOR_0_10_DB, "k--", lw=1, label="0.10 dB drop if uncorrelated (float + 16.3 dB)")
+    ax.set_xlabel("FP32 PSNR-Y against HR (dB), per image")
+    ax.set_ylabel("INT8 PSNR-Y against FP32 (dB)")
+    ax.set_title("Default INT8 files: each image's fidelity and what 0.10 dB would need")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    tmp = Path(out).with_name(Path(out).stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(out)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) > 3 and sys.argv[1] == "plot":
+        plot(sys.argv[2], sys.argv[3:])
+    else:
+        main()
