@@ -83,10 +83,11 @@ def main() -> dict:
         res = out["inputs"][name] = clipping(graph, x.float(), args.top)
         print(f"{name}: fake-quantized graph {res['fidelity_db_all']:.2f} dB from float")
         for r in res["tensors"]:
-            print(f"  t{r['tensor']:<4} {r['op']:<12} range {r['range']} seen {r['seen']} clipped {r['clipped_pct']:.4f} % "
-                  f"(this tensor alone {r['fidelity_db_this_tensor_only']:.2f} dB)")
+            print(f"  t{r['tensor']:<4} {r['op']:<12} range {r['range']} seen {r['seen']} "
+                  f"clipped {r['clipped_pct']:.4f} % (this tensor alone {r['fidelity_db_this_tensor_only']:.2f} dB)")
     # where the held-out crops' error comes from, group by group (weights, activations, op kinds)
-    out["error_by_group_db_held_out"] = {k: round(v, 2) for k, v in error_by_group(graph, inputs["held-out DIV2K crops"].float()).items()}
+    groups = error_by_group(graph, inputs["held-out DIV2K crops"].float())
+    out["error_by_group_db_held_out"] = {k: round(v, 2) for k, v in groups.items()}
     print("held-out DIV2K crops, one group quantized at a time:",
           ", ".join(f"{k} {v:.2f}" for k, v in out["error_by_group_db_held_out"].items()))
     if args.json:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from srdeploy.benchmark.evaluate import _official_lr, find_dataset, make_predictor
-from srdeploy.fsutil import atomic_write_json
-from srdeploy.imaging import psnr_y, read_rgb, to_uint8
+from srdeploy.benchmark.evaluate import find_dataset, load_pair, make_predictor
+from srdeploy.fsutil import atomic_write, atomic_write_json
+from srdeploy.imaging import psnr_y, to_uint8
 from srdeploy.paths import data_dir
-from srdeploy.resize import bicubic_degrade, modcrop
 
 #: 10·log10(1 / (10^(0.10/10) − 1)): INT8-vs-float PSNR above the float PSNR that costs 0.10 dB when uncorrelated
 MARGIN_FOR_0_10_DB = 10 * math.log10(1 / (10 ** 0.01 - 1))
@@ -46,9 +45,7 @@ def main() -> dict:
         ds = find_dataset(data_dir() / name, args.scale)
         rows = []
         for path in ds.hr_files:
-            hr = modcrop(read_rgb(path), args.scale)
-            lr_path = _official_lr(ds, path, args.scale)
-            lr = read_rgb(lr_path) if lr_path is not None else bicubic_degrade(hr, args.scale)
+            lr, hr, _ = load_pair(ds, path, args.scale)
             f, q = to_uint8(float_predict(lr)), to_uint8(int8_predict(lr))
             rows.append({"image": path.name, "float_psnr_y": psnr_y(f, hr, args.scale),
                          "int8_psnr_y": psnr_y(q, hr, args.scale), "int8_vs_float_psnr_y": psnr_y(q, f, args.scale)})
@@ -108,9 +105,7 @@ def plot(out: str, files: list[str]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    tmp = Path(out).with_name(Path(out).stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(out)
+    atomic_write(Path(out), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,21 @@ def _official_lr(ds: Dataset, hr: Path, scale: int) -> Path | None:
     return None
 
 
+def load_pair(ds: Dataset, path: Path, scale: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(LR, HR, where the LR came from)`` for one HR image of *ds*: HR cropped to a multiple of *scale*,
+    the dataset's official LR where it has one, else MATLAB-compatible bicubic of the HR."""
+    hr = modcrop(read_rgb(path), scale)
+    if hr.shape[0] < scale or hr.shape[1] < scale or hr.shape[0] == 0:
+        raise SrDeployError(f"HR image {path.name} is smaller than the scale {scale}")
+    lr_path = _official_lr(ds, path, scale)
+    if lr_path is None:
+        return bicubic_degrade(hr, scale), hr, "bicubic (MATLAB-compatible)"
+    lr = read_rgb(lr_path)
+    if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
+        raise SrDeployError(f"{lr_path.name} is not HR/{scale} of {path.name}")
+    return lr, hr, f"official {lr_path.name}"
+
+
 def evaluate_dataset(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset, scale: int,
                      progress: Callable[[], None] | None = None) -> DatasetResult:
     """*predict*: uint8 RGB LR → float [0, 1] RGB SR of ``scale×`` the size."""
@@ -85,18 +100,7 @@ def evaluate_dataset(predict: Callable[[np.ndarray], np.ndarray], ds: Dataset, s
     for path in ds.hr_files:
         res = ImageResult(path.name)
         try:
-            hr = modcrop(read_rgb(path), scale)
-            if hr.shape[0] < scale or hr.shape[1] < scale or hr.shape[0] == 0:
-                raise SrDeployError(f"HR image {path.name} is smaller than the scale {scale}")
-            lr_path = _official_lr(ds, path, scale)
-            if lr_path is not None:
-                lr = read_rgb(lr_path)
-                res.lr_source = f"official {lr_path.name}"
-                if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
-                    raise SrDeployError(f"{lr_path.name} is not HR/{scale} of {path.name}")
-            else:
-                lr = bicubic_degrade(hr, scale)
-                res.lr_source = "bicubic (MATLAB-compatible)"
+            lr, hr, res.lr_source = load_pair(ds, path, scale)
             sr = to_uint8(predict(lr))
             if sr.shape != hr.shape:
                 raise SrDeployError(f"model output {sr.shape[:2]} != HR {hr.shape[:2]} for {path.name}")

@@ -127,8 +127,8 @@ def _qat_made(ranges: str, steps: int, when: str, fidelity: str, rule: str = "")
             f"crops {fidelity} dB" + (f". {rule}" if rule else ""))
 
 
-#: how the 256x256 INT8 files were made (scale s)
-_QAT_256 = ("sr-export --model {m} --scale {s} --size 256x256 --int8 --calib ../shared/data/div2k/HR --int8-params none "
+#: how the INT8 files were made (model m, scale s, export size, n QAT steps)
+_QAT_CMD = ("sr-export --model {m} --scale {s} --size {size} --int8 --calib ../shared/data/div2k/HR --int8-params none "
             "--qat-steps {n} --save-int8-params runs/qat/{m}_x{s}_int8.npz --quality --out runs/qat/{m}{s}")
 
 
@@ -137,21 +137,24 @@ _register(ModelSpec(
     scales=(2, 3, 4), builder=_imdn, weights={s: _imdn_weights(s) for s in (2, 3, 4)},
     int8_params={2: _int8_file(
         "imdn_x2_int8.npz", "170fc5a22e36e15abbed9980303092f30388b5379a3dfbe70d133ce2b5ee25ed",
-        "740b39653592bd3f49955a21cd9e16f2d37f2c413368cc09327601b8fbe42ce1", _QAT_256.format(m="imdn", s=2, n=400),
+        "740b39653592bd3f49955a21cd9e16f2d37f2c413368cc09327601b8fbe42ce1",
+        _QAT_CMD.format(m="imdn", s=2, size="256x256", n=400),
         _qat_made("p99.99", 400, "2292 s of QAT at one thread beside a training run, 2026-12-05", "41.65 -> 44.58",
                   "Shipped under the rule written before the run: both drops at 256x256 below the post-training "
                   "default's 1.435 / 1.230 dB"),
         {"set5_drop_db_256x256": 0.304, "set14_drop_db_256x256": 0.302}),
         3: _int8_file(
         "imdn_x3_int8.npz", "3b7bb4e665838068554ba796d53ab2e40cdc5b2b1ec9ec4cbac36112854c1e29",
-        "11b1716a19bc16e5e353e1db798d476169338e631eb170c82d765559888cb028", _QAT_256.format(m="imdn", s=3, n=400),
+        "11b1716a19bc16e5e353e1db798d476169338e631eb170c82d765559888cb028",
+        _QAT_CMD.format(m="imdn", s=3, size="256x256", n=400),
         _qat_made("p99.999", 400, "1947 s of QAT at one thread beside other QAT runs, 2026-12-05", "40.19 -> 43.32",
                   "Shipped under the rule written before the run: both drops at 256x256 below the post-training "
                   "default's 0.337 / 0.230 dB"),
         {"set5_drop_db_256x256": 0.236, "set14_drop_db_256x256": 0.219}),
         4: _int8_file(
         "imdn_x4_int8.npz", "8710a4fb22049804e4852730abb3bbd286dad3a64eb5a378cb8717c854f8aa49",
-        "e660c38221147217a136debeb99eb304d62d9c0f73ac421ed66281b619719714", _QAT_256.format(m="imdn", s=4, n=400),
+        "e660c38221147217a136debeb99eb304d62d9c0f73ac421ed66281b619719714",
+        _QAT_CMD.format(m="imdn", s=4, size="256x256", n=400),
         _qat_made("p99.999", 400, "988 s of QAT on the 2-core CPU, 2026-12-03", "41.15 -> 43.92"),
         # sr-export's quality report at 256x256 (PSNR-Y drop vs PyTorch FP32 of the official weights)
         {"set5_drop_db_256x256": 0.178, "set14_drop_db_256x256": 0.150})},
@@ -234,7 +237,7 @@ _register(ModelSpec(
     int8_params={4: _int8_file(
         "imdn_plus_x4_int8.npz", "718803b9c2b28ba533388b95267fb2e1311b5971478c65e56a6adeeeaa1a05cb",
         "0051dcbeb82684fef3981eff81df86bb167b8f9602323fa37f82f8c5566ff5a9",
-        _QAT_256.format(m="imdn_plus", s=4, n=400).replace("256x256", "720x480"),
+        _QAT_CMD.format(m="imdn_plus", s=4, size="720x480", n=400),
         _qat_made("p99.99", 400, "1256 s of QAT at one thread beside other QAT runs, 2026-12-05", "40.80 -> 44.50",
                   "Shipped under the rule written before the run: both drops at 720x480 below the post-training "
                   "default's 0.858 / 0.674 dB"),
@@ -248,7 +251,8 @@ _register(ModelSpec(
                             f"{_DIPNET_GH}model_zoo/DIPNet.pth", source="xiumu00/DIPNet @ 69f43a7")},
     int8_params={4: _int8_file(
         "dipnet_x4_int8.npz", "39447ae57c4dd6433003f70bf126b6a494e220156f5e89924c2ae5e24ae1981b",
-        "7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1", _QAT_256.format(m="dipnet", s=4, n=2400),
+        "7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1",
+        _QAT_CMD.format(m="dipnet", s=4, size="256x256", n=2400),
         _qat_made("p99.999", 2400, "1749 s of QAT on the 2-core CPU, 2026-12-03 (replaced a 1200-step file, "
                   "0.144/0.151 dB, under a rule written before: both drops lower)", "41.27 -> 44.76"),
         {"set5_drop_db_256x256": 0.123, "set14_drop_db_256x256": 0.134})},

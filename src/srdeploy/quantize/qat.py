@@ -143,7 +143,6 @@ class TFLiteGraph(nn.Module):
         #: learned rounding (see start_learned_rounding): weight key -> (scale, floor, fixed mask, nearest)
         self.rounding: dict[str, tuple[torch.Tensor, ...]] = {}
         self.round_v = nn.ParameterDict()
-        self.round_hard = False
         # what quant=True quantizes (a diagnostic can narrow it: see error_by_group)
         self.quant_only: set[int] | None = None  # activation tensor indices; None = all
         self.quant_weights = True
@@ -211,7 +210,7 @@ class TFLiteGraph(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         """What QAT trains besides the ranges: every conv weight and bias, or, while learned rounding
         is on, the biases only (the weights are then frozen and their rounding is learned)."""
-        return [p for k, p in self.weights.items() if not (self.rounding and k in self.rounding)]
+        return [p for k, p in self.weights.items() if k not in self.rounding]
 
     # -- learned rounding of weights (AdaRound: Nagel et al., ICML 2020, "Up or Down?") -------------
     # Written here rather than taken from a library: AIMET's and torch.ao's implementations round a
@@ -226,12 +225,11 @@ class TFLiteGraph(nn.Module):
         own fractional position, so the soft graph starts from the float weights."""
         self.rounding = {}
         self.round_v = nn.ParameterDict()
-        self.round_hard = False
         for key, p in self.weights.items():
             if not key.startswith("w"):
                 continue
             w = p.detach()
-            scale = (w.abs().amax(dim=(1, 2, 3), keepdim=True) / 127.0).clamp_min(1e-12)
+            scale = self._weight_scale(w).view(-1, 1, 1, 1)
             q = w / scale
             base = torch.floor(q)
             frac = (q - base).clamp(0.01, 0.99)
@@ -241,36 +239,39 @@ class TFLiteGraph(nn.Module):
             self.rounding[key] = (scale, base, fixed, torch.round(q).clamp(-127, 127))
             self.round_v[key] = nn.Parameter(-torch.log((self._ZETA - self._GAMMA) / (frac - self._GAMMA) - 1))
 
-    def _rounding_h(self, key: str) -> torch.Tensor:
+    def _rounding_h(self, key: str, hard: bool = False) -> torch.Tensor:
         v = self.round_v[key]
-        if self.round_hard:
+        if hard:  # the decision: up where the soft h is past one half (V >= 0)
             return (v >= 0).to(v.dtype)
         return (torch.sigmoid(v) * (self._ZETA - self._GAMMA) + self._GAMMA).clamp(0, 1)
 
-    def _rounded_weight(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rounded_weight(self, key: str, hard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         scale, base, fixed, nearest = self.rounding[key]
-        grid = torch.where(fixed, nearest, (base + self._rounding_h(key)).clamp(-127, 127))
+        grid = torch.where(fixed, nearest, (base + self._rounding_h(key, hard)).clamp(-127, 127))
         return grid * scale, scale.flatten()
+
+    def _over_free_weights(self, f) -> torch.Tensor:
+        """``f(h)`` of each layer's soft h, kept for the weights whose rounding is learned (not a channel's
+        largest), flattened into one tensor."""
+        return torch.cat([f(self._rounding_h(k))[~self.rounding[k][2]] for k in self.rounding])
 
     def rounding_regularizer(self, beta: float) -> torch.Tensor:
         """The paper's f_reg, summed over the free weights (as the paper does): 0 when every h is 0 or 1."""
-        terms = [(1 - (2 * self._rounding_h(k) - 1).abs().pow(beta))[~self.rounding[k][2]] for k in self.rounding]
-        return torch.cat(terms).sum()
+        return self._over_free_weights(lambda h: 1 - (2 * h - 1).abs().pow(beta)).sum()
 
     def rounding_undecided(self) -> float:
         """Share of the free weights whose soft h is still strictly between 0 and 1."""
         with torch.no_grad():
-            h = torch.cat([self._rounding_h(k)[~self.rounding[k][2]] for k in self.rounding])
+            h = self._over_free_weights(lambda h: h)
         return float(((h > 0) & (h < 1)).float().mean())
 
     def finish_learned_rounding(self) -> None:
         """Round each weight the way it learned (h >= 0.5 up) and write the grid values back as the
         float weights, which the converter then quantizes to exactly these integers."""
-        self.round_hard = True
         with torch.no_grad():
             for key in list(self.rounding):
-                self.weights[key].data = self._rounded_weight(key)[0].clone()
-        self.rounding, self.round_v, self.round_hard = {}, nn.ParameterDict(), False
+                self.weights[key].data = self._rounded_weight(key, hard=True)[0].clone()
+        self.rounding, self.round_v = {}, nn.ParameterDict()
 
     def learned_qparams(self) -> dict[int, tuple[float, int]]:
         """Each tensor's (scale, zero point) as the simulation uses them now."""
@@ -337,9 +338,14 @@ class TFLiteGraph(nn.Module):
         return self._learned_scale(key).detach() if key is not None else self.qparams[index][0]
 
     @staticmethod
-    def _fq_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _weight_scale(w: torch.Tensor) -> torch.Tensor:
+        """TFLite's per-output-channel int8 weight scale, max|w| / 127 (one per channel)."""
+        return (w.detach().abs().amax(dim=(1, 2, 3)) / 127.0).clamp_min(1e-12)
+
+    @classmethod
+    def _fq_weight(cls, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-output-channel symmetric int8 on [-127, 127], scale = max|w| / 127 (TFLite's)."""
-        scale = (w.detach().abs().amax(dim=(1, 2, 3)) / 127.0).clamp_min(1e-12)
+        scale = cls._weight_scale(w)
         zero = torch.zeros_like(scale, dtype=torch.int32)
         return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -127, 127), scale
 
@@ -628,6 +634,7 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedules) if rounding == "learned" else \
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.0)
     rng = np.random.default_rng([seed, 0x9A7])
+    warm = int(0.2 * steps)  # learned rounding: steps before its regularizer switches on
     if feature_weight < 0:
         raise SrDeployError("the intermediate-tensor loss weight must be >= 0")
     keep = frozenset(i for i in graph.outputs_of(feature_kinds) if i != graph.output_index) \
@@ -652,7 +659,6 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
         if rounding == "learned":
             if step == 0:
                 loss_scale = float(out_loss.detach())
-            warm = int(0.2 * steps)
             if step >= warm:  # beta from 20 down to 2 over the rest of the run
                 beta = 20 - 18 * (step - warm) / max(1, steps - 1 - warm)
                 loss = loss + round_weight * loss_scale * graph.rounding_regularizer(beta)
