@@ -146,9 +146,35 @@ def test_two_step_minmax_is_the_converters_quantization(saved_model, calibrated)
     conv.representative_dataset = lambda: ([f[None]] for f in frames)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     one_step, two_step = TFLiteRunner(model_content=conv.convert()), TFLiteRunner(
-        model_content=quantize_calibrated(with_ranges(blob, "minmax", None), "float32"))
+        model_content=quantize_calibrated(with_ranges(blob, "minmax", None), "float32", pixel_grid=False))
     x = np.random.default_rng(1).random((1, *SIZE, 3), dtype=np.float32)
     assert np.array_equal(one_step(x), two_step(x))
+
+
+def _scales(blob) -> dict[int, tuple[float, int]]:
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    tensors = fu.convert_bytearray_to_object(bytearray(blob)).subgraphs[0].tensors
+    return {i: (float(t.quantization.scale[0]), int(t.quantization.zeroPoint[0])) for i, t in enumerate(tensors)
+            if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) == 1}
+
+
+@pytest.mark.slow
+def test_int8_output_is_on_the_pixel_grid(calibrated):
+    """The output side gets scale 1/255, zero point -128 (level q = byte q+128); nothing else moves."""
+    blob, frames = calibrated
+    on, off = (quantize_calibrated(blob, "float32", pixel_grid=g) for g in (True, False))
+    x = frames[:2]
+    y_on = np.concatenate([TFLiteRunner(model_content=on)(f[None]) for f in x]).astype(np.float64) * 255.0
+    y_off = np.concatenate([TFLiteRunner(model_content=off)(f[None]) for f in x]).astype(np.float64) * 255.0
+    assert np.abs(y_on - np.round(y_on)).max() < 1e-3 and y_on.min() >= 0.0 and y_on.max() <= 255.0
+    assert np.abs(y_off - np.round(y_off)).max() > 0.1  # the converter's own range: not the pixel grid
+    assert np.mean(np.abs(np.clip(y_off, 0, 255) - y_on)) < 1.0  # the same model, another output grid
+    s_on, s_off = _scales(on), _scales(off)
+    moved = {i for i in s_on if s_on[i] != s_off[i]}
+    assert moved and all(s_on[i] == (float(np.float32(1 / 255)), -128) for i in moved)
+    assert TFLiteRunner(model_content=on).output["index"] not in moved  # float I/O: DEQUANTIZE'd output
+    assert len(moved) <= 3  # the output-side int8 tensors (conv -> DEPTH_TO_SPACE -> DEQUANTIZE's input)
 
 
 @pytest.mark.slow
