@@ -178,6 +178,38 @@ def test_int8_output_is_on_the_pixel_grid(calibrated):
 
 
 @pytest.mark.slow
+def test_int8_input_takes_every_byte_whatever_the_calibration_crops(saved_model, calibrated):
+    """Calibrated on dark crops (≤ 0.5), the int8 input still holds every byte exactly (scale 1/255)."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    blob, frames = calibrated
+    dark = calibrate(saved_model, frames[:4] * 0.5)
+    x = np.round(frames[4:5] * 255.0) / 255.0  # a byte image with bright pixels
+    assert x.max() > 0.9
+
+    def seen_by_the_graph(q: bytes) -> np.ndarray:
+        """The int8 input tensor (the float input QUANTIZE'd), dequantized."""
+        sg = fu.convert_bytearray_to_object(bytearray(q)).subgraphs[0]
+        op = next(o for o in sg.operators if int(sg.inputs[0]) in [int(i) for i in o.inputs])
+        idx = int(op.outputs[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            it = Interpreter(model_content=q, experimental_preserve_all_tensors=True)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x.astype(np.float32))
+        it.invoke()
+        qp = sg.tensors[idx].quantization
+        return (it.get_tensor(idx).astype(np.float64) - float(qp.zeroPoint[0])) * float(qp.scale[0])
+
+    on, off = (quantize_calibrated(dark, "float32", pixel_grid=g) for g in (True, False))
+    assert np.abs(seen_by_the_graph(on) - x).max() < 1e-6
+    assert np.abs(seen_by_the_graph(off) - x).max() > 0.3  # the calibrated [0, 0.5] cuts the bright pixels
+
+
+@pytest.mark.slow
 def test_percentile_ranges_narrow_inner_tensors_only(calibrated):
     blob, frames = calibrated
     before = _act_ranges(blob)

@@ -118,8 +118,9 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
         from .ranges import PIXEL_RANGE
 
         if act == "int8":  # (--act mixed quantizes through ai-edge-quantizer, with its own output range)
-            how["output"] = {"range": list(PIXEL_RANGE), "scale": "1/255", "zero_point": -128,
-                             "note": "the INT8 output is on the pixel grid: level q is byte q+128 (clamped to [0, 1])"}
+            how["output"] = how["input"] = {
+                "range": list(PIXEL_RANGE), "scale": "1/255", "zero_point": -128,
+                "note": "the INT8 image tensors are on the pixel grid: level q is byte q+128 (clamped to [0, 1])"}
         if params_out is not None:
             params_out.append(int8_params.extract(final))
         from .ranges import xnnpack_safe_ranges

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import SrDeployError
 
 __all__ = ["PERCENTILES", "RangeChoice", "activation_samples", "calibrate", "parse_ranges", "worst_crop_psnr",
-           "output_on_pixel_grid", "quantize_calibrated", "select_ranges", "with_ranges",
+           "image_on_pixel_grid", "quantize_calibrated", "select_ranges", "with_ranges",
            "xnnpack_safe_ranges"]
 
 #: candidates of ``--ranges auto`` besides min/max (upper tail kept; the lower tail mirrored)
@@ -140,21 +140,24 @@ def xnnpack_safe_ranges(calibrated: bytes) -> tuple[bytes, list[int]]:
 PIXEL_RANGE = (0.0, 1.0)
 
 
-def output_on_pixel_grid(calibrated: bytes) -> tuple[bytes, list[int]]:
-    """*calibrated* with the output-side image tensors (the graph output and what feeds it through
-    rearranging ops, e.g. the conv before DEPTH_TO_SPACE) given the range [0, 1], and those tensors.
+def image_on_pixel_grid(calibrated: bytes) -> tuple[bytes, list[int]]:
+    """*calibrated* with the image tensors — the graph input, the graph output and what feeds the output
+    through rearranging ops (e.g. the conv before DEPTH_TO_SPACE) — given the range [0, 1], and the
+    tensors whose range moved.
 
-    The quantizer then gives them scale 1/255 and zero point -128: int8 level q is the byte q + 128,
-    so the INT8 output lies on the pixel grid and the final rounding to bytes adds nothing. With the
-    calibrated range (IMDN_RTC 720x480: [-0.119, 1.145], scale 0.00496) the output is rounded twice,
-    once onto a coarser grid that is not the pixels'; the values outside [0, 1] it kept are the ones
-    every consumer clamps. Measured on the three shipped INT8 files of issue 17: lower drops on Set5
-    and Set14 for each (docs/RESULTS.md). Written by hand: the converter has no option for it."""
+    The quantizer then gives them scale 1/255 and zero point -128: int8 level q is the byte q + 128.
+    Output: the INT8 output lies on the pixel grid and the final rounding to bytes adds nothing. With
+    the calibrated range (IMDN_RTC 720x480: [-0.119, 1.145], scale 0.00496) it was rounded twice, once
+    onto a coarser grid that is not the pixels'; the values outside [0, 1] it kept are the ones every
+    consumer clamps (measured on the three shipped INT8 files of issue 17: lower drops on Set5 and
+    Set14 for each, docs/RESULTS.md). Input: a byte image is taken exactly, whatever the calibration
+    crops held — calibrated on dark images the input range was [0, 0.5] and every brighter pixel was
+    clipped before the first conv. Written by hand: the converter has no option for it."""
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
     model = fu.convert_bytearray_to_object(bytearray(calibrated))
     sg, moved = model.subgraphs[0], []
-    for i in sorted(_output_side_tensors(model)):
+    for i in sorted(_image_tensors(model)):
         q = sg.tensors[i].quantization
         if q is None or q.min is None or len(q.min) != 1:
             continue
@@ -168,7 +171,7 @@ def output_on_pixel_grid(calibrated: bytes) -> tuple[bytes, list[int]]:
 
 def quantize_calibrated(calibrated: bytes, io: str, pixel_grid: bool = True) -> bytes:
     """What ``convert()`` does after calibrating: the MLIR quantizer, per-channel weights (after
-    :func:`output_on_pixel_grid` unless *pixel_grid* is false, then :func:`xnnpack_safe_ranges`)."""
+    :func:`image_on_pixel_grid` unless *pixel_grid* is false, then :func:`xnnpack_safe_ranges`)."""
     from ..runtime import quiet_tensorflow
 
     quiet_tensorflow()
@@ -179,7 +182,7 @@ def quantize_calibrated(calibrated: bytes, io: str, pixel_grid: bool = True) -> 
     from ..runtime import native_stderr_filtered
 
     if pixel_grid:
-        calibrated, _ = output_on_pixel_grid(calibrated)
+        calibrated, _ = image_on_pixel_grid(calibrated)
     calibrated, _ = xnnpack_safe_ranges(calibrated)
     with native_stderr_filtered():
         return tf_convert.mlir_quantize(calibrated, False, input_data_type=dtype, output_data_type=dtype)
@@ -192,8 +195,8 @@ _SAME_SCALE_OPS = ("DEPTH_TO_SPACE", "RESHAPE", "TRANSPOSE", "SPACE_TO_DEPTH")
 def _image_tensors(model) -> set[int]:
     """The graph input and output, and the tensors that feed the output through rearranging ops
     (e.g. the conv before DEPTH_TO_SPACE): their ranges are the image's, and clipping them clips
-    pixels — a bright area of a test image that no calibration crop had would be cut off. (The output
-    side's range is the pixels' [0, 1] in the INT8 model: :func:`output_on_pixel_grid`.)"""
+    pixels — a bright area of a test image that no calibration crop had would be cut off. (In the INT8
+    model their range is the pixels' [0, 1]: :func:`image_on_pixel_grid`.)"""
     return {int(i) for i in model.subgraphs[0].inputs} | _output_side_tensors(model)
 
 
