@@ -78,6 +78,11 @@ def test_int8_is_full_integer_with_requested_io(int8_exports, io, data_root):
     if io == "uint8":  # bytes are pixels: scale 1/255, zero point 0 on both ends
         assert runner.input["quantization"] == pytest.approx((1 / 255, 0))
         assert runner.output["quantization"] == pytest.approx((1 / 255, 0))
+    if io == "int8":  # the image tensors on the pixel grid, as the manifest says (level q = byte q+128)
+        assert runner.input["quantization"] == pytest.approx((1 / 255, -128))
+        assert runner.output["quantization"] == pytest.approx((1 / 255, -128))
+    grid = {a["file"]: a for a in m["artifacts"]}["model_int8.tflite"]["quantization"]["pixel_grid"]
+    assert grid["tensors"] == ["input", "output"] and grid["zero_point"] == -128
     fp32 = _butterfly_psnr(data_root)
     drop = fp32 - _butterfly_psnr(data_root, path)
     assert 0 <= drop <= MAX_DROP_DB, drop

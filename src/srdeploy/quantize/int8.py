@@ -79,7 +79,7 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
     quiet_tensorflow()
     import tensorflow as tf
 
-    from .ranges import calibrate, converter_for, quantize_calibrated, select_ranges
+    from .ranges import PIXEL_RANGE, calibrate, converter_for, quantize_calibrated, select_ranges
 
     ranges = check_int8_options(io, act, ranges, qat_steps)
     if ranges == "auto" and held_out is None:
@@ -115,12 +115,9 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
                 blob, how["qat"], final = _quantization_aware(
                     calibrated, choice.calibrated, blob, io, qat_steps, qat_images,
                     held_out if held_out is not None else frames, seed, progress, log)
-        from .ranges import PIXEL_RANGE
-
-        if act == "int8":  # (--act mixed quantizes through ai-edge-quantizer, with its own output range)
-            how["output"] = how["input"] = {
-                "range": list(PIXEL_RANGE), "scale": "1/255", "zero_point": -128,
-                "note": "the INT8 image tensors are on the pixel grid: level q is byte q+128 (clamped to [0, 1])"}
+        if act == "int8":  # (--act mixed quantizes through ai-edge-quantizer, with its own image ranges)
+            how["pixel_grid"] = {"tensors": ["input", "output"], "range": list(PIXEL_RANGE), "scale": "1/255",
+                                 "zero_point": -128, "note": "int8 level q is byte q+128 (values clamped to [0, 1])"}
         if params_out is not None:
             params_out.append(int8_params.extract(final))
         from .ranges import xnnpack_safe_ranges

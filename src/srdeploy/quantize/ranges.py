@@ -197,16 +197,11 @@ def _image_tensors(model) -> set[int]:
     (e.g. the conv before DEPTH_TO_SPACE): their ranges are the image's, and clipping them clips
     pixels — a bright area of a test image that no calibration crop had would be cut off. (In the INT8
     model their range is the pixels' [0, 1]: :func:`image_on_pixel_grid`.)"""
-    return {int(i) for i in model.subgraphs[0].inputs} | _output_side_tensors(model)
-
-
-def _output_side_tensors(model) -> set[int]:
-    """The graph output and the tensors that feed it through rearranging ops (and QUANTIZE/DEQUANTIZE)."""
     from ..benchmark.profile import op_kind, op_name_map
 
     names = op_name_map()
     sg = model.subgraphs[0]
-    keep = {int(i) for i in sg.outputs}
+    keep = {int(i) for i in sg.inputs} | {int(i) for i in sg.outputs}
     producer = {int(o): op for op in sg.operators for o in op.outputs}
     frontier = [int(i) for i in sg.outputs]
     while frontier:
