@@ -81,8 +81,12 @@ def test_int8_is_full_integer_with_requested_io(int8_exports, io, data_root):
     if io == "int8":  # the image tensors on the pixel grid, as the manifest says (level q = byte q+128)
         assert runner.input["quantization"] == pytest.approx((1 / 255, -128))
         assert runner.output["quantization"] == pytest.approx((1 / 255, -128))
-    grid = {a["file"]: a for a in m["artifacts"]}["model_int8.tflite"]["quantization"]["pixel_grid"]
+    quantization = {a["file"]: a for a in m["artifacts"]}["model_int8.tflite"]["quantization"]
+    grid = quantization["pixel_grid"]
     assert grid["tensors"] == ["input", "output"] and grid["zero_point"] == -128
+    # post-training + QAT (float32 here) equalizes c1..c4 of the five blocks by default; a parameter file
+    # brings its own weights, so the others do not
+    assert quantization.get("equalization", {}).get("tensors") == (20 if io == "float32" else None)
     fp32 = _butterfly_psnr(data_root)
     drop = fp32 - _butterfly_psnr(data_root, path)
     assert 0 <= drop <= MAX_DROP_DB, drop
@@ -329,6 +333,7 @@ def test_bad_calibration_input(case, tmp_path, weights_root):
     (["--ranges", "minmax"], "apply to --int8 exports"),
     (["--int8", "--calib", "CAL", "--act", "int16", "--ranges", "p99.99"], "--act int16 uses min/max"),
     (["--qat-steps", "10"], "apply to --int8 exports"),
+    (["--equalize", "on"], "apply to --int8 exports"),
     (["--int8", "--calib", "CAL", "--qat-steps", "-1"], "--qat-steps must be >= 0"),
     (["--int8", "--calib", "CAL", "--act", "int16", "--qat-steps", "10"], "does not apply to --act int16"),
     # --act mixed (tests/test_mixed.py)

@@ -13,8 +13,8 @@ def export(model, *, scale: int | None = None, size: str | tuple[int, int] | Non
            channels: str = "rgb", fuse: bool = False, name: str | None = None, out: str | None = None,
            fp16: bool = False, fp16_arithmetic: bool = False, int8: bool = False, calib: str | None = None, calib_samples: int = 16,
            io: str = "float32", act: str = "int8", ranges: str = "auto", qat_steps: int = 0,
-           int8_params: str = "auto", save_int8_params: str | None = None, quality: bool = False,
-           rewrites: tuple[str, ...] = DEFAULT_REWRITES, int8_rewrites: tuple[str, ...] | None = None,
+           int8_params: str = "auto", save_int8_params: str | None = None, equalize: str = "auto",
+           quality: bool = False, rewrites: tuple[str, ...] = DEFAULT_REWRITES, int8_rewrites: tuple[str, ...] | None = None,
            parity: bool = True, seed: int = 0,
            weights: str | None = None, random_weights: bool = False, bench: bool = False, bench_runs: int = 6,
            targets: tuple[str, ...] = (), bundle: str | None = None, log: Callable[[str], None] | None = None) -> dict:
@@ -49,8 +49,8 @@ def export(model, *, scale: int | None = None, size: str | tuple[int, int] | Non
     cfg = ExportConfig(model=model, onnx=onnx, scale=scale, size=size, value_range=value_range, channels=channels,
                        fuse=fuse, name=name, out=out, fp16=fp16, fp16_arithmetic=fp16_arithmetic, int8=int8, calib=calib, calib_samples=calib_samples,
                        io=io, act=act, ranges=ranges, qat_steps=qat_steps, int8_params=str(int8_params),
-                       save_int8_params=None if save_int8_params is None else str(save_int8_params), quality=quality,
-                       rewrites=tuple(rewrites),
+                       save_int8_params=None if save_int8_params is None else str(save_int8_params),
+                       equalize=equalize, quality=quality, rewrites=tuple(rewrites),
                        int8_rewrites=None if int8_rewrites is None else tuple(int8_rewrites), parity=parity, seed=seed, weights=weights,
                        random_weights=random_weights)
     parsed = []

@@ -104,6 +104,10 @@ class ExportConfig:
     int8_params: str = "auto"
     #: write the INT8 weights and ranges this export quantized with (e.g. after --qat-steps) to this file
     save_int8_params: str | None = None
+    #: rescale conv output channels exactly (powers of two) so each spans more of its tensor's int8 range,
+    #: before post-training quantization / QAT (never with a parameter file: it brings its own weights):
+    #: "auto" (int8 activations), "on" (also --act int16 / mixed), "off"
+    equalize: str = "auto"
     #: PSNR-Y/SSIM-Y of PyTorch and every TFLite artifact on Set5/Set14 (implied by int8)
     quality: bool = False
 
@@ -159,9 +163,11 @@ class Exporter:
                                                   held_out=HELD_OUT_FRAMES if judged else 0)
         elif (cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto" or cfg.qat_steps
               or cfg.int8_params != "auto" or cfg.save_int8_params or cfg.int8_rewrites is not None
-              or cfg.int16_tensors is not None):
+              or cfg.int16_tensors is not None or cfg.equalize != "auto"):
             raise SrDeployError("--calib, --io int8, --act, --int16-tensors, --ranges, --qat-steps, --int8-params, "
-                                "--int8-rewrites and --save-int8-params apply to --int8 exports")
+                                "--int8-rewrites, --save-int8-params and --equalize apply to --int8 exports")
+        if cfg.equalize not in ("auto", "on", "off"):
+            raise SrDeployError(f"--equalize must be auto, on or off, got {cfg.equalize!r}")
         if cfg.io not in ("float32", "uint8", "int8"):
             raise SrDeployError(f"--io must be float32, uint8 or int8, got {cfg.io!r}")
         if cfg.fp16_arithmetic and not cfg.fp16:
@@ -342,18 +348,23 @@ class Exporter:
                 int8_path = work / "model_int8.tflite"
                 saved = work / "onnx2tf" / "saved_model"
                 self.int8_rewrites_applied = self.rewrites_applied
-                if self.graph_io != "float32" or self.int8_rewrites != tuple(cfg.rewrites):
+                params_out: list = []
+                params = self.int8_params
+                equalize = params is None and (cfg.equalize == "on" or (cfg.equalize == "auto" and cfg.act == "int8"))
+                equalized = None
+                if self.graph_io != "float32" or self.int8_rewrites != tuple(cfg.rewrites) or equalize:
                     # the converter quantizes a float graph and folds the uint8 scale into its I/O
                     # parameters, so it needs the float-I/O SavedModel, not the uint8-wrapped one; and
                     # INT8 may be quantized from a graph with other exact rewrites than the float artifacts
                     if self.int8_rewrites != tuple(cfg.rewrites):
                         self.log(f"  INT8 graph rewrites: {','.join(self.int8_rewrites) or 'none'}")
                     float_onnx = work / "float.onnx"
-                    self.int8_rewrites_applied = self.source.write_onnx(float_onnx, self.size, self.int8_rewrites)
+                    if equalize:
+                        self.int8_rewrites_applied, equalized = self._write_equalized(float_onnx)
+                    else:
+                        self.int8_rewrites_applied = self.source.write_onnx(float_onnx, self.size, self.int8_rewrites)
                     self._convert(float_onnx, work / "onnx2tf_float")
                     saved = work / "onnx2tf_float" / "saved_model"
-                params_out: list = []
-                params = self.int8_params
                 if params is not None:
                     self.log(f"  INT8 weights and ranges from {self.int8_params_note}" + (
                         "" if cfg.qat_steps else " (no calibration statistics, no QAT: --int8-params none for "
@@ -373,6 +384,8 @@ class Exporter:
                                              self.calibration.held_out, cfg.seed, self.log, progress=True,
                                              params_out=params_out, int16_tensors=cfg.int16_tensors)
                 how["int8_params_choice"] = self.int8_params_note
+                if equalized is not None:
+                    how["equalization"] = equalized
 
                 int8_path.write_bytes(blob)
                 # INT8 is gated on the real image only: uniform noise lies outside the calibrated ranges
@@ -398,11 +411,30 @@ class Exporter:
                 (self.out_dir / name).unlink(missing_ok=True)
         return self._write_manifest("passed" if cfg.parity else "unchecked")
 
+    def _write_equalized(self, path: Path) -> tuple[dict, dict]:
+        """The graph INT8 is quantized from, its conv channels equalized on the calibration crops before the
+        INT8 rewrites (which would otherwise cut the slices the equalization follows); bit-identical in float."""
+        import onnx
+
+        from ..export.rewrites import apply_rewrites
+        from ..quantize.equalize import equalize
+
+        self.source.write_onnx(path, self.size, ())
+        proto = onnx.load(str(path))
+        eq = equalize(proto, self.calibration.frames)
+        applied = apply_rewrites(proto, self.int8_rewrites)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(path))
+        described = eq.describe()
+        self.log(f"  equalized {described['tensors']} conv outputs channel by channel (largest factor "
+                 f"{described['max_scale']:g})")
+        return applied, described
+
     def _int8_params_meta(self, how: dict) -> dict:
         h, w = self.size
         return {"model": self.source.name, "scale": self.scale, "rewrites": list(self.int8_rewrites),
                 "float_weights_sha256": self.source.weights_info.get("sha256"),
-                "made_at": f"{h}x{w}", "made_with": {k: v for k, v in how.items() if k in ("ranges", "qat")},
+                "made_at": f"{h}x{w}", "made_with": {k: v for k, v in how.items() if k in ("ranges", "qat", "equalization")},
                 "tools": tool_versions()}
 
     def _convert(self, onnx_path: Path, work: Path) -> dict:

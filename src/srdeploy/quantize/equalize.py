@@ -1,0 +1,217 @@
+"""Per-channel activation equalization: an exact rescaling of a float graph's channels that suits
+per-tensor int8 activations.
+
+TFLite's int8 scheme gives each activation tensor one scale, set by its widest channel; a channel
+whose values span a tenth of that range is quantized with a tenth of the levels. In IMDN's
+distillation blocks the channels of one conv output span 1.7–63 (imdn_rtc, p0.01..p99.99 on DIV2K
+crops): per-tensor rounding adds 3–9 dB more noise there than per-channel would. When a conv's
+output reaches only other convs — through positively homogeneous, per-channel ops (ReLU,
+LeakyReLU, max pooling) and channel slices and concatenations — its output channel ``c`` can be
+multiplied by ``s_c > 0`` (the conv's weight row and bias) and every reading conv's input column
+divided by ``s_c``: ``leaky(s·x) = s·leaky(x)`` for ``s > 0``, and with ``s_c`` a power of two every
+product and sum scales exactly, so the float function is unchanged bit for bit, while every
+channel of that tensor spans more of the shared range. This is the activation side of data-free cross-layer equalization (Nagel et al., ICCV 2019) with
+statistics from the calibration crops: ``s_c = (R / r_c)^alpha`` (``R``, ``r_c``: the tensor's and
+the channel's min..max span) as a power of two, and never so large that the channel reaches past the
+tensor's own min or max (:func:`scales_for`), so the tensor's calibrated range does not grow — the
+first form, with percentile spans, widened min/max-calibrated tensors and cost imdn_rtc 5 dB at
+64×64. ``alpha`` trades the activation's resolution (1: every channel spans the whole range)
+against the reading convs' weights, whose per-output-channel int8 scale is set by their largest
+column, so a column divided by ``s_c`` gets fewer levels; ``alpha = 0.5`` (measured in
+docs/RESULTS.md: 1.0 was worse on imdn_rtc).
+
+Written by hand: neither the TFLite converter nor ai-edge-quantizer has an equalization pass, and
+this one must follow channels through the slices and concatenations of the ONNX graph every source
+(registry model, ONNX file, ``nn.Module``) is exported to; it runs before the exact rewrites
+(``slice_conv``, ``slice_select``) that make the INT8 graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["EqualizationPlan", "plan", "equalize"]
+
+#: per-channel ops for which f(s·x) = s·f(x) for every s > 0, on input 0 (the rest are attributes)
+_HOMOGENEOUS = {"Relu", "LeakyRelu", "MaxPool"}
+#: no channel is scaled by more than this (a channel that is ~0 on every crop would otherwise get an
+#: enormous factor that real images outside the crops would overflow)
+MAX_SCALE = 16.0
+
+
+@dataclass
+class _Region:
+    """A conv whose output channels may be rescaled, and the conv input columns that undo it."""
+    producer: object  # the onnx NodeProto of the conv
+    channels: int
+    #: (reading conv node, first column, first producer channel, count)
+    readers: list = field(default_factory=list)
+
+
+@dataclass
+class EqualizationPlan:
+    regions: list
+    scales: dict = field(default_factory=dict)  # producer output name -> s (np.ndarray)
+
+    def describe(self) -> dict:
+        top = [float(s.max()) for s in self.scales.values()]
+        return {"tensors": len(self.regions), "max_scale": round(max(top), 3) if top else 1.0}
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _private_weight(graph, node, inits) -> bool:
+    """A group-1 Conv whose weight (and bias) initializers no other node reads."""
+    if node.op_type != "Conv" or _attrs(node).get("group", 1) != 1:
+        return False
+    for name in node.input[1:]:
+        if name and (name not in inits or sum(name in n.input for n in graph.node) != 1):
+            return False
+    return True
+
+
+def plan(model) -> EqualizationPlan:
+    """Find every conv whose output can be rescaled channel by channel without changing the graph's
+    function: the tensor reaches only the data input of private-weight convs, through
+    :data:`_HOMOGENEOUS` ops and channel Slices / Concats; any other reader (Add, Mul, an attention,
+    a graph output) leaves the conv alone."""
+    import onnx
+
+    from ..export.rewrites import _consumers, _slice_channels
+
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model)
+    channels = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            channels[vi.name] = dims[1].dim_value
+    inits = {t.name: t for t in graph.initializer}
+    regions = []
+    for node in graph.node:
+        if not _private_weight(graph, node, inits) or node.output[0] not in channels:
+            continue
+        region = _Region(node, channels[node.output[0]])
+        # (tensor, first producer channel, count, offset of that channel in the tensor)
+        todo = [(node.output[0], 0, region.channels, 0)]
+        ok, seen = True, 0
+        while todo and ok:
+            name, first, count, offset = todo.pop()
+            seen += 1
+            readers = _consumers(graph, name)
+            if not readers or seen > 10_000:
+                ok = False
+                break
+            for r in readers:
+                if not hasattr(r, "op_type") or list(r.input).count(name) != 1:
+                    ok = False  # a graph output, or a node reading the tensor twice
+                elif r.op_type == "Conv" and r.input[0] == name and _private_weight(graph, r, inits) \
+                        and r is not node:
+                    region.readers.append((r, offset, first, count))
+                elif r.op_type in _HOMOGENEOUS and r.input[0] == name and r.output[0] in channels:
+                    todo.append((r.output[0], first, count, offset))
+                elif r.op_type == "Slice" and r.input[0] == name:
+                    span = _slice_channels(r, inits, channels.get(name))
+                    lo, hi = (max(span[0], offset), min(span[1], offset + count)) if span else (0, -1)
+                    if span is None:
+                        ok = False
+                    elif lo < hi:  # the part of this producer's channels the slice keeps
+                        todo.append((r.output[0], first + lo - offset, hi - lo, lo - span[0]))
+                elif r.op_type == "Concat" and _attrs(r).get("axis") in (1, -3) and r.output[0] in channels:
+                    if any(i not in channels for i in r.input):
+                        ok = False
+                        break
+                    at = sum(channels[i] for i in r.input[:list(r.input).index(name)])
+                    todo.append((r.output[0], first, count, at + offset))
+                else:
+                    ok = False
+                if not ok:
+                    break
+        if ok and region.readers:
+            regions.append(region)
+    return EqualizationPlan(regions)
+
+
+def _channel_extremes(model, names: list[str], frames: np.ndarray) -> dict:
+    """Per-channel (min, max) of each tensor over the frames (NHWC float32 in [0, 1])."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in have:
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feed = sess.get_inputs()[0].name
+    out: dict = {}
+    for frame in frames:
+        outs = sess.run(names, {feed: np.ascontiguousarray(frame.transpose(2, 0, 1)[None], dtype=np.float32)})
+        for name, t in zip(names, outs):
+            flat = t[0].reshape(t.shape[1], -1)
+            lo, hi = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
+            if name in out:
+                lo, hi = np.minimum(out[name][0], lo), np.maximum(out[name][1], hi)
+            out[name] = (lo, hi)
+    return out
+
+
+def scales_for(lo: np.ndarray, hi: np.ndarray, alpha: float) -> np.ndarray:
+    """Power-of-two channel factors for a tensor whose channels span [lo_c, hi_c] (min/max on the
+    calibration crops): ``(R / r_c)^alpha`` rounded to a power of two (``R``, ``r_c``: the tensor's
+    and the channel's span, both including 0), never so large that a scaled channel reaches past
+    the tensor's own min or max — so the tensor's min/max range, and with it the int8 scale the
+    converter's min/max calibration gives it, never grows; only its narrow channels get more levels."""
+    lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+    low, high = lo.min(), hi.max()
+    span, r = high - low, hi - lo
+    if not np.isfinite(span) or span <= 0:
+        return np.ones_like(r, dtype=np.float32)
+    k = np.round(alpha * np.log2(span / np.maximum(r, span / MAX_SCALE ** (1 / alpha))))
+    with np.errstate(divide="ignore", over="ignore"):  # a channel ~0 on one side has room to spare
+        room = np.minimum(np.where(lo < 0, low / np.where(lo < 0, lo, -1.0), np.inf),
+                          np.where(hi > 0, high / np.where(hi > 0, hi, 1.0), np.inf))
+    k = np.minimum(k, np.floor(np.log2(np.maximum(room, 1.0))))
+    return np.exp2(np.clip(k, 0, np.log2(MAX_SCALE))).astype(np.float32)
+
+
+def equalize(model, frames: np.ndarray, alpha: float = 0.5) -> EqualizationPlan:
+    """Rescale, in place, the channels of every conv output :func:`plan` finds by :func:`scales_for`
+    of their min/max on *frames* (NHWC float32 [0, 1] crops). Returns the plan with the scales used."""
+    from onnx import numpy_helper
+
+    eq = plan(model)
+    if not eq.regions or alpha == 0:
+        return eq
+    inits = {t.name: t for t in model.graph.initializer}
+    extremes = _channel_extremes(model, [r.producer.output[0] for r in eq.regions], frames)
+
+    def edit(name, fn):
+        arr = numpy_helper.to_array(inits[name]).copy()
+        inits[name].CopyFrom(numpy_helper.from_array(fn(arr), name))
+
+    for region in eq.regions:
+        # powers of two: multiplying and dividing by 2^k is exact in float, so the rescaled graph
+        # computes bit for bit what the original did (no rounding of weights, biases or sums)
+        s = scales_for(*extremes[region.producer.output[0]], alpha)
+        eq.scales[region.producer.output[0]] = s
+        edit(region.producer.input[1], lambda w: w * s.reshape(-1, *([1] * (w.ndim - 1))))
+        if len(region.producer.input) > 2 and region.producer.input[2]:
+            edit(region.producer.input[2], lambda b: b * s)
+        for conv, column, first, count in region.readers:
+            part = s[first:first + count]
+
+            def divide(w, column=column, part=part):
+                w[:, column:column + len(part)] /= part.reshape(1, -1, *([1] * (w.ndim - 2)))
+                return w
+
+            edit(conv.input[1], divide)
+    return eq
