@@ -41,6 +41,21 @@ import numpy as np
 __all__ = ["REWRITES", "DEFAULT_REWRITES", "apply_rewrites", "depth_to_space_dcr", "concat_conv", "slice_conv"]
 
 
+def _channel_counts(model) -> tuple[dict, dict]:
+    """``{tensor: channels}`` and ``{tensor: onnx element type}`` of every 4-D tensor whose channel
+    count shape inference knows (values, graph inputs and outputs)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    channels, dtypes = {}, {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            channels[vi.name] = dims[1].dim_value
+            dtypes[vi.name] = vi.type.tensor_type.elem_type
+    return channels, dtypes
+
+
 def _consumers(graph, name: str) -> list:
     """Nodes reading *name*, plus the graph output of that name (a consumer too)."""
     return [n for n in graph.node if name in n.input] + [o for o in graph.output if o.name == name]
@@ -238,16 +253,10 @@ def concat_conv(model) -> int:
     Only where the Concat has no other reader, the conv is a plain 1×1 (group 1, stride 1, no
     padding or dilation) with constant weights of its own, and every part's channel count is
     known from shape inference."""
-    import onnx
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model)
-    channels = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) == 4 and dims[1].HasField("dim_value"):
-            channels[vi.name] = dims[1].dim_value
+    channels, _ = _channel_counts(model)
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
     replace: dict[int, list] = {}
@@ -332,16 +341,10 @@ def slice_conv(model) -> int:
     """A channel Slice whose every reader is a Conv's data input → those convs read the Slice's
     input, their weights zero-padded on the dropped channels (group-1 convs with private constant
     weights only; any other reader leaves the Slice alone)."""
-    import onnx
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model)
-    channels = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.input]:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) == 4 and dims[1].HasField("dim_value"):
-            channels[vi.name] = dims[1].dim_value
+    channels, _ = _channel_counts(model)
     inits = {t.name: t for t in graph.initializer}
     consts = dict(inits)  # Slice bounds may come from Constant nodes (an unsimplified export)
     for n in graph.node:
@@ -394,13 +397,7 @@ def slice_select(model) -> int:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model)
-    channels, dtypes = {}, {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.input]:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) == 4 and dims[1].HasField("dim_value"):
-            channels[vi.name] = dims[1].dim_value
-            dtypes[vi.name] = vi.type.tensor_type.elem_type
+    channels, dtypes = _channel_counts(model)
     consts = {t.name: t for t in graph.initializer}
     for n in graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":

@@ -80,17 +80,10 @@ def plan(model) -> EqualizationPlan:
     function: the tensor reaches only the data input of private-weight convs, through
     :data:`_HOMOGENEOUS` ops and channel Slices / Concats; any other reader (Add, Mul, an attention,
     a graph output) leaves the conv alone."""
-    import onnx
-
-    from ..export.rewrites import _consumers, _slice_channels
+    from ..export.rewrites import _channel_counts, _consumers, _slice_channels
 
     graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model)
-    channels = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) == 4 and dims[1].HasField("dim_value"):
-            channels[vi.name] = dims[1].dim_value
+    channels, _ = _channel_counts(model)
     inits = {t.name: t for t in graph.initializer}
     regions = []
     for node in graph.node:
