@@ -114,3 +114,49 @@ def test_a_narrow_channel_gets_more_levels_and_the_widest_none():
     s = scales_for(lo, hi, 0.5)
     assert list(s) == [1.0, 4.0, 1.0]  # sqrt(20) = 4.5 -> 4; sqrt(2) = 2^0.5 rounds (to even) to 1
     assert list(scales_for(lo, hi, 1.0)) == [1.0, 16.0, 2.0]  # 20x capped by room (20) and MAX_SCALE
+
+
+class WithAttention(nn.Module):
+    """Head conv → IMDN distillation block with its contrast-aware attention (std + mean of the concat →
+    1×1 → ReLU → 1×1 → sigmoid, times the concat) → conv. With *eps* the std is sqrt(var + eps), which a
+    rescaling does not commute with."""
+
+    def __init__(self, c: int, d: int, eps: float = 0.0):
+        super().__init__()
+        from srdeploy.models.imdn import DistillationBlock
+
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.block = DistillationBlock(c, d, [c, c, 16 - 2 * d], attention=True)  # a 16-channel concat
+        self.tail = nn.Conv2d(c, 3, 3, padding=1)
+        self.eps = eps
+        if eps:
+            self.block.cca.forward = self._cca_with_eps
+
+    def _cca_with_eps(self, x):
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = ((x - mean).pow(2).mean(dim=(2, 3), keepdim=True) + self.eps).sqrt()
+        return x * self.block.cca.conv_du(std + mean)
+
+    def forward(self, x):
+        return self.tail(self.block(self.head(x)))
+
+
+@settings(max_examples=8, deadline=None)
+@given(c=st.sampled_from([8, 16]), d=st.integers(1, 3), h=st.integers(4, 10), w=st.integers(4, 10),
+       seed=st.integers(0, 1000))
+def test_equalization_follows_channels_through_a_channel_attention(c, d, h, w, seed):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    frames = rng.random((3, h, w, 3), dtype=np.float32)
+    x = rng.random((1, 3, h, w), dtype=np.float32)
+    proto = _onnx(WithAttention(c, d), h, w)
+    before = _run(proto, x)
+    eq = equalize(proto, frames)
+    assert np.array_equal(_run(proto, x), before)
+    found = {r.producer.name for r in eq.regions}
+    # c1..c3 feed the concat the attention reads (mean, std, product); the attention's own reduction conv too
+    assert all(any(f"/block/c{k}/" in n for n in found) for k in (1, 2, 3)), found
+    assert not any("/block/c4/" in n or "/head/" in n for n in found), found  # c4 and head feed an Add
+    # sqrt(var + eps) does not scale with the channel: nothing that reaches it may be rescaled
+    guarded = _onnx(WithAttention(c, d, eps=1e-3), h, w)
+    assert not any(f"/block/c{k}/" in r.producer.name for r in plan(guarded).regions for k in (1, 2, 3))

@@ -6,7 +6,8 @@ whose values span a tenth of that range is quantized with a tenth of the levels.
 distillation blocks the channels of one conv output span 1.7–63 (imdn_rtc, p0.01..p99.99 on DIV2K
 crops): per-tensor rounding adds 3–9 dB more noise there than per-channel would. When a conv's
 output reaches only other convs — through positively homogeneous, per-channel ops (ReLU,
-LeakyReLU, max pooling) and channel slices and concatenations — its output channel ``c`` can be
+LeakyReLU, max pooling, spatial means, a channel attention's product) and channel slices and
+concatenations — its output channel ``c`` can be
 multiplied by ``s_c > 0`` (the conv's weight row and bias) and every reading conv's input column
 divided by ``s_c``: ``leaky(s·x) = s·leaky(x)`` for ``s > 0``, and with ``s_c`` a power of two every
 product and sum scales exactly, so the float function is unchanged bit for bit, while every
@@ -75,58 +76,94 @@ def _private_weight(graph, node, inits) -> bool:
     return True
 
 
+def _constant(name: str, consts: dict) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(consts[name]) if name in consts else None
+
+
+def _walk(graph, producer, channels: dict, inits: dict, consts: dict) -> list | None:
+    """The conv input columns that undo a rescaling of *producer*'s output channels, or None when some
+    reader would see the rescaling. One pass over the nodes after the producer (ONNX keeps them in
+    topological order) gives every tensor that carries the producer's channels a state: which of them
+    (first, count) at which channel offset, and the *degree* d — the tensor scales by s^d when the
+    producer's channels scale by s. Homogeneous ops, slices, concats, spatial means and a product with
+    an unrelated tensor keep the degree; a product of two carriers adds degrees, Pow multiplies and Sqrt
+    halves it; Add/Sub need two carriers of one state. A conv may read a carrier of degree 1 (its columns
+    undo it); any other reader (a graph output, Sigmoid, an Add with an unrelated tensor...) ends the
+    walk. This takes IMDN's contrast-aware attention (x · f(std(x) + mean(x))) in its stride."""
+    from ..export.rewrites import _slice_channels
+
+    nodes = list(graph.node)
+    state = {producer.output[0]: (0, channels[producer.output[0]], 0, 1.0)}  # first, count, offset, degree
+    readers = []
+    for r in nodes[nodes.index(producer) + 1:]:
+        mine = [k for k, name in enumerate(r.input) if name in state]
+        if not mine:
+            continue
+        first, count, offset, degree = st = state[r.input[mine[0]]]
+        op, out = r.op_type, None
+        keeps_channels = r.output[0] in channels and channels[r.output[0]] == channels.get(r.input[mine[0]])
+        if op == "Conv" and mine == [0] and degree == 1 and _private_weight(graph, r, inits):
+            readers.append((r, offset, first, count))
+            continue
+        if op in _HOMOGENEOUS and mine == [0] and keeps_channels:
+            out = st
+        elif op == "ReduceMean" and mine == [0] and keeps_channels and _attrs(r).get("keepdims", 1) == 1 \
+                and len(r.input) == 1 and {a % 4 for a in _attrs(r).get("axes", [1])} <= {2, 3}:
+            out = st
+        elif op == "Slice" and mine == [0]:
+            span = _slice_channels(r, consts, channels.get(r.input[0]))
+            if span is None:
+                return None
+            lo, hi = max(span[0], offset), min(span[1], offset + count)
+            if lo < hi:  # the part of the producer's channels the slice keeps
+                out = (first + lo - offset, hi - lo, lo - span[0], degree)
+        elif op == "Concat" and len(mine) == 1 and _attrs(r).get("axis") in (1, -3) \
+                and all(i in channels for i in r.input):
+            at = sum(channels[i] for i in r.input[:mine[0]])
+            out = (first, count, at + offset, degree)
+        elif op in ("Add", "Sub") and mine == [0, 1] and state[r.input[1]] == st and keeps_channels:
+            out = st
+        elif op == "Mul" and keeps_channels and len(mine) == 1:
+            out = st  # times a tensor the rescaling does not reach (e.g. an attention map)
+        elif op == "Mul" and keeps_channels and mine == [0, 1] and state[r.input[1]][:3] == st[:3]:
+            out = (first, count, offset, degree + state[r.input[1]][3])
+        elif op == "Pow" and mine == [0] and keeps_channels:
+            e = _constant(r.input[1], consts)
+            if e is None or e.size != 1:
+                return None
+            out = (first, count, offset, degree * float(e.reshape(-1)[0]))
+        elif op == "Sqrt" and mine == [0] and keeps_channels:
+            out = (first, count, offset, degree / 2)
+        else:
+            return None
+        if out is not None:
+            state[r.output[0]] = out
+    if any(o.name in state for o in graph.output):
+        return None
+    return readers
+
+
 def plan(model) -> EqualizationPlan:
     """Find every conv whose output can be rescaled channel by channel without changing the graph's
-    function: the tensor reaches only the data input of private-weight convs, through
-    :data:`_HOMOGENEOUS` ops and channel Slices / Concats; any other reader (Add, Mul, an attention,
-    a graph output) leaves the conv alone."""
-    from ..export.rewrites import _channel_counts, _consumers, _slice_channels
+    function (:func:`_walk`): the rescaling reaches only the data input of private-weight convs."""
+    from ..export.rewrites import _channel_counts
 
     graph = model.graph
     channels, _ = _channel_counts(model)
     inits = {t.name: t for t in graph.initializer}
+    consts = dict(inits)  # exponents and slice bounds may also be Constant nodes
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = n.attribute[0].t
     regions = []
     for node in graph.node:
         if not _private_weight(graph, node, inits) or node.output[0] not in channels:
             continue
-        region = _Region(node, channels[node.output[0]])
-        # (tensor, first producer channel, count, offset of that channel in the tensor)
-        todo = [(node.output[0], 0, region.channels, 0)]
-        ok, seen = True, 0
-        while todo and ok:
-            name, first, count, offset = todo.pop()
-            seen += 1
-            readers = _consumers(graph, name)
-            if not readers or seen > 10_000:
-                ok = False
-                break
-            for r in readers:
-                if not hasattr(r, "op_type") or list(r.input).count(name) != 1:
-                    ok = False  # a graph output, or a node reading the tensor twice
-                elif r.op_type == "Conv" and r.input[0] == name and _private_weight(graph, r, inits) \
-                        and r is not node:
-                    region.readers.append((r, offset, first, count))
-                elif r.op_type in _HOMOGENEOUS and r.input[0] == name and r.output[0] in channels:
-                    todo.append((r.output[0], first, count, offset))
-                elif r.op_type == "Slice" and r.input[0] == name:
-                    span = _slice_channels(r, inits, channels.get(name))
-                    lo, hi = (max(span[0], offset), min(span[1], offset + count)) if span else (0, -1)
-                    if span is None:
-                        ok = False
-                    elif lo < hi:  # the part of this producer's channels the slice keeps
-                        todo.append((r.output[0], first + lo - offset, hi - lo, lo - span[0]))
-                elif r.op_type == "Concat" and _attrs(r).get("axis") in (1, -3) and r.output[0] in channels:
-                    if any(i not in channels for i in r.input):
-                        ok = False
-                        break
-                    at = sum(channels[i] for i in r.input[:list(r.input).index(name)])
-                    todo.append((r.output[0], first, count, at + offset))
-                else:
-                    ok = False
-                if not ok:
-                    break
-        if ok and region.readers:
-            regions.append(region)
+        readers = _walk(graph, node, channels, inits, consts)
+        if readers:
+            regions.append(_Region(node, channels[node.output[0]], readers))
     return EqualizationPlan(regions)
 
 
