@@ -66,14 +66,11 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _private_weight(graph, node, inits) -> bool:
+def _private_weight(node, inits: dict, readers_of: dict) -> bool:
     """A group-1 Conv whose weight (and bias) initializers no other node reads."""
     if node.op_type != "Conv" or _attrs(node).get("group", 1) != 1:
         return False
-    for name in node.input[1:]:
-        if name and (name not in inits or sum(name in n.input for n in graph.node) != 1):
-            return False
-    return True
+    return all(not name or (name in inits and len(readers_of.get(name, ())) == 1) for name in node.input[1:])
 
 
 def _constant(name: str, consts: dict) -> np.ndarray | None:
@@ -82,29 +79,39 @@ def _constant(name: str, consts: dict) -> np.ndarray | None:
     return numpy_helper.to_array(consts[name]) if name in consts else None
 
 
-def _walk(graph, producer, channels: dict, inits: dict, consts: dict) -> list | None:
+def _walk(graph, at: int, readers_of: dict, channels: dict, inits: dict, consts: dict) -> list | None:
     """The conv input columns that undo a rescaling of *producer*'s output channels, or None when some
-    reader would see the rescaling. One pass over the nodes after the producer (ONNX keeps them in
-    topological order) gives every tensor that carries the producer's channels a state: which of them
+    reader would see the rescaling (*at*: the producer's index in the graph's nodes; *readers_of*: tensor
+    name → indices of the nodes reading it). One pass over the nodes the producer reaches, in graph
+    order (ONNX keeps nodes in topological order, so a node's inputs are settled before it) gives every tensor that carries the producer's channels a state: which of them
     (first, count) at which channel offset, and the *degree* d — the tensor scales by s^d when the
     producer's channels scale by s. Homogeneous ops, slices, concats, spatial means and a product with
     an unrelated tensor keep the degree; a product of two carriers adds degrees, Pow multiplies and Sqrt
     halves it; Add/Sub need two carriers of one state. A conv may read a carrier of degree 1 (its columns
     undo it); any other reader (a graph output, Sigmoid, an Add with an unrelated tensor...) ends the
     walk. This takes IMDN's contrast-aware attention (x · f(std(x) + mean(x))) in its stride."""
+    import heapq
+
     from ..export.rewrites import _slice_channels
 
-    nodes = list(graph.node)
+    nodes = graph.node
+    producer = nodes[at]
     state = {producer.output[0]: (0, channels[producer.output[0]], 0, 1.0)}  # first, count, offset, degree
     readers = []
-    for r in nodes[nodes.index(producer) + 1:]:
-        mine = [k for k, name in enumerate(r.input) if name in state]
-        if not mine:
+    # only the nodes the producer reaches, smallest index first: linear in the region, not the graph
+    todo, done = list(readers_of.get(producer.output[0], ())), set()
+    heapq.heapify(todo)
+    while todo:
+        i = heapq.heappop(todo)
+        if i in done:
             continue
+        done.add(i)
+        r = nodes[i]
+        mine = [k for k, name in enumerate(r.input) if name in state]
         first, count, offset, degree = st = state[r.input[mine[0]]]
         op, out = r.op_type, None
         keeps_channels = r.output[0] in channels and channels[r.output[0]] == channels.get(r.input[mine[0]])
-        if op == "Conv" and mine == [0] and degree == 1 and _private_weight(graph, r, inits):
+        if op == "Conv" and mine == [0] and degree == 1 and _private_weight(r, inits, readers_of):
             readers.append((r, offset, first, count))
             continue
         if op in _HOMOGENEOUS and mine == [0] and keeps_channels:
@@ -140,6 +147,8 @@ def _walk(graph, producer, channels: dict, inits: dict, consts: dict) -> list | 
             return None
         if out is not None:
             state[r.output[0]] = out
+            for j in readers_of.get(r.output[0], ()):
+                heapq.heappush(todo, j)
     if any(o.name in state for o in graph.output):
         return None
     return readers
@@ -157,11 +166,15 @@ def plan(model) -> EqualizationPlan:
     for n in graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = n.attribute[0].t
+    readers_of: dict = {}
+    for i, n in enumerate(graph.node):
+        for name in set(n.input):
+            readers_of.setdefault(name, []).append(i)
     regions = []
-    for node in graph.node:
-        if not _private_weight(graph, node, inits) or node.output[0] not in channels:
+    for at, node in enumerate(graph.node):
+        if not _private_weight(node, inits, readers_of) or node.output[0] not in channels:
             continue
-        readers = _walk(graph, node, channels, inits, consts)
+        readers = _walk(graph, at, readers_of, channels, inits, consts)
         if readers:
             regions.append(_Region(node, channels[node.output[0]], readers))
     return EqualizationPlan(regions)
