@@ -56,13 +56,29 @@ def _channel_counts(model) -> tuple[dict, dict]:
     return channels, dtypes
 
 
+def _attrs(node) -> dict:
+    """A node's attributes as ``{name: python value}``."""
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _constants(graph) -> dict:
+    """``{tensor: TensorProto}`` of every initializer and every Constant node's value (an unsimplified
+    export carries e.g. Slice bounds as Constant nodes)."""
+    consts = {t.name: t for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = n.attribute[0].t
+    return consts
+
+
 def _consumers(graph, name: str) -> list:
     """Nodes reading *name*, plus the graph output of that name (a consumer too)."""
     return [n for n in graph.node if name in n.input] + [o for o in graph.output if o.name == name]
 
 
 def depth_to_space_dcr(model) -> int:
-    import onnx
     from onnx import numpy_helper
 
     graph = model.graph
@@ -72,7 +88,7 @@ def depth_to_space_dcr(model) -> int:
     for node in graph.node:
         if node.op_type != "DepthToSpace":
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = _attrs(node)
         mode = attrs.get("mode", b"DCR")
         mode = mode.decode() if isinstance(mode, bytes) else mode
         if mode != "CRD":
@@ -109,7 +125,7 @@ def split_spatial_mean(model) -> int:
         if node.op_type != "ReduceMean":
             new_nodes.append(node)
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = _attrs(node)
         axes = attrs.get("axes")
         if axes is None and len(node.input) > 1:  # opset 18: axes as an input
             inits = {t.name: t for t in graph.initializer}
@@ -267,8 +283,8 @@ def concat_conv(model) -> int:
         cat = producers.get(node.input[0])
         if cat is None or cat.op_type != "Concat" or len(_consumers(graph, node.input[0])) != 1:
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        cat_axis = {a.name: helper.get_attribute_value(a) for a in cat.attribute}.get("axis")
+        attrs = _attrs(node)
+        cat_axis = _attrs(cat).get("axis")
         plain = (attrs.get("group", 1) == 1 and all(v == 1 for v in attrs.get("strides", [1, 1]))
                  and all(v == 1 for v in attrs.get("dilations", [1, 1])) and not any(attrs.get("pads", [0]))
                  and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))
@@ -341,15 +357,12 @@ def slice_conv(model) -> int:
     """A channel Slice whose every reader is a Conv's data input → those convs read the Slice's
     input, their weights zero-padded on the dropped channels (group-1 convs with private constant
     weights only; any other reader leaves the Slice alone)."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     channels, _ = _channel_counts(model)
     inits = {t.name: t for t in graph.initializer}
-    consts = dict(inits)  # Slice bounds may come from Constant nodes (an unsimplified export)
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = n.attribute[0].t
+    consts = _constants(graph)  # Slice bounds may come from Constant nodes (an unsimplified export)
     changed, dead = 0, set()
     for index, node in enumerate(graph.node):
         if node.op_type != "Slice":
@@ -363,7 +376,7 @@ def slice_conv(model) -> int:
             if not hasattr(r, "op_type") or r.op_type != "Conv" or list(r.input).count(node.output[0]) != 1 \
                     or r.input[0] != node.output[0]:
                 return False
-            attrs = {a.name: helper.get_attribute_value(a) for a in r.attribute}
+            attrs = _attrs(r)
             return (attrs.get("group", 1) == 1 and r.input[1] in inits and len(_consumers(graph, r.input[1])) == 1
                     and numpy_helper.to_array(inits[r.input[1]]).shape[1] == span[1] - span[0])
 
@@ -398,10 +411,7 @@ def slice_select(model) -> int:
 
     graph = model.graph
     channels, dtypes = _channel_counts(model)
-    consts = {t.name: t for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = n.attribute[0].t
+    consts = _constants(graph)
     nodes, changed = [], 0
     for node in graph.node:
         full = channels.get(node.input[0]) if node.op_type == "Slice" else None

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..export.rewrites import _attrs, _channel_counts, _constants, _slice_channels
+
 __all__ = ["EqualizationPlan", "plan", "equalize"]
 
 #: per-channel ops for which f(s·x) = s·f(x) for every s > 0, on input 0 (the rest are attributes)
@@ -60,12 +62,6 @@ class EqualizationPlan:
         return {"tensors": len(self.regions), "max_scale": round(max(top), 3) if top else 1.0}
 
 
-def _attrs(node) -> dict:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _private_weight(node, inits: dict, readers_of: dict) -> bool:
     """A group-1 Conv whose weight (and bias) initializers no other node reads."""
     if node.op_type != "Conv" or _attrs(node).get("group", 1) != 1:
@@ -91,8 +87,6 @@ def _walk(graph, at: int, readers_of: dict, channels: dict, inits: dict, consts:
     undo it); any other reader (a graph output, Sigmoid, an Add with an unrelated tensor...) ends the
     walk. This takes IMDN's contrast-aware attention (x · f(std(x) + mean(x))) in its stride."""
     import heapq
-
-    from ..export.rewrites import _slice_channels
 
     nodes = graph.node
     producer = nodes[at]
@@ -128,8 +122,8 @@ def _walk(graph, at: int, readers_of: dict, channels: dict, inits: dict, consts:
                 out = (first + lo - offset, hi - lo, lo - span[0], degree)
         elif op == "Concat" and len(mine) == 1 and _attrs(r).get("axis") in (1, -3) \
                 and all(i in channels for i in r.input):
-            at = sum(channels[i] for i in r.input[:mine[0]])
-            out = (first, count, at + offset, degree)
+            base = sum(channels[i] for i in r.input[:mine[0]])
+            out = (first, count, base + offset, degree)
         elif op in ("Add", "Sub") and mine == [0, 1] and state[r.input[1]] == st and keeps_channels:
             out = st
         elif op == "Mul" and keeps_channels and len(mine) == 1:
@@ -157,15 +151,10 @@ def _walk(graph, at: int, readers_of: dict, channels: dict, inits: dict, consts:
 def plan(model) -> EqualizationPlan:
     """Find every conv whose output can be rescaled channel by channel without changing the graph's
     function (:func:`_walk`): the rescaling reaches only the data input of private-weight convs."""
-    from ..export.rewrites import _channel_counts
-
     graph = model.graph
     channels, _ = _channel_counts(model)
     inits = {t.name: t for t in graph.initializer}
-    consts = dict(inits)  # exponents and slice bounds may also be Constant nodes
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = n.attribute[0].t
+    consts = _constants(graph)  # exponents and slice bounds may also be Constant nodes
     readers_of: dict = {}
     for i, n in enumerate(graph.node):
         for name in set(n.input):
