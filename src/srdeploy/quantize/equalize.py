@@ -3,8 +3,9 @@ per-tensor int8 activations.
 
 TFLite's int8 scheme gives each activation tensor one scale, set by its widest channel; a channel
 whose values span a tenth of that range is quantized with a tenth of the levels. In IMDN's
-distillation blocks the channels of one conv output span 1.7–63 (imdn_rtc, p0.01..p99.99 on DIV2K
-crops): per-tensor rounding adds 3–9 dB more noise there than per-channel would. When a conv's
+distillation blocks the channels of one conv output are up to 7× apart (imdn_rtc, min..max on 32
+DIV2K crops: ``blocks.3.c1`` 6.8 … 46.7; benchmarks/int8_channel_spread.py): per-tensor rounding adds
+3–9 dB more noise to those tensors than per-channel would. When a conv's
 output reaches only other convs — through positively homogeneous, per-channel ops (ReLU,
 LeakyReLU, max pooling, spatial means, a channel attention's product) and channel slices and
 concatenations — its output channel ``c`` can be
@@ -16,7 +17,7 @@ statistics from the calibration crops: ``s_c = (R / r_c)^alpha`` (``R``, ``r_c``
 the channel's min..max span) as a power of two, and never so large that the channel reaches past the
 tensor's own min or max (:func:`scales_for`), so the tensor's calibrated range does not grow — the
 first form, with percentile spans, widened min/max-calibrated tensors and cost imdn_rtc 5 dB at
-64×64. ``alpha`` trades the activation's resolution (1: every channel spans the whole range)
+64×64 on the parity gate's image. ``alpha`` trades the activation's resolution (1: every channel spans the whole range)
 against the reading convs' weights, whose per-output-channel int8 scale is set by their largest
 column, so a column divided by ``s_c`` gets fewer levels; ``alpha = 0.5`` (measured in
 docs/RESULTS.md: 1.0 was worse on imdn_rtc).
