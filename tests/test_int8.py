@@ -376,6 +376,51 @@ def _sim(graph, frames, quant):
         return graph(x, quant=quant).permute(0, 2, 3, 1).numpy()
 
 
+def _lsq_reference(x, dy, scale, zero):
+    """LSQ+ by hand in float64 numpy: the fake-quantized values and d/dx, d/dscale, d/dzero."""
+    z = float(np.clip(np.round(zero), -128, 127))
+    a = x.astype(np.float64) / scale
+    v = np.round(a) + z
+    inside = (v >= -128) & (v <= 127)
+    q = np.clip(v, -128, 127)
+    return ((q - z) * scale, dy * inside, float(np.sum(dy * np.where(inside, np.round(a) - a, q - z))),
+            float(np.sum(dy * np.where(inside, 0.0, -scale))))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_learnable_fake_quantizer_is_torchs_forward_with_lsq_gradients(compiled, monkeypatch):
+    """The fused learnable fake quantizer QAT uses (qat.fake_quant_learnable): its values are those of
+    torch's own op, bit for bit, compiled or eager; its gradients are LSQ+'s, checked against a float64
+    computation by hand -- with values clipped at both ends of the range and a negative zero point."""
+    import torch
+
+    from srdeploy.quantize import qat
+
+    monkeypatch.setattr(qat, "_fused_lsq", None)
+    monkeypatch.setenv("SRDEPLOY_QAT_COMPILE", "1" if compiled else "0")
+    rng = np.random.default_rng(3)
+    for shape, scale, zero in (((2, 12, 16, 16), 0.01, -3.4), ((1, 3, 9, 7), 0.004, 40.2), ((3, 5, 8, 8), 0.02, -104.6)):
+        x = torch.from_numpy(rng.normal(0, 1.0, shape).astype(np.float32)).requires_grad_()
+        s = torch.tensor([scale], dtype=torch.float32, requires_grad=True)
+        z = torch.tensor([zero], dtype=torch.float32, requires_grad=True)
+        dy = torch.from_numpy(rng.normal(0, 1, shape).astype(np.float32))
+        y = qat.fake_quant_learnable(x, s, z, log=lambda m: None)
+        y.backward(dy)
+        with torch.no_grad():
+            ref = torch._fake_quantize_learnable_per_tensor_affine(x, s, z, -128, 127, 1.0)
+        assert torch.equal(y.detach(), ref)  # torch's forward, bit for bit
+        fq, dx, ds, dz = _lsq_reference(x.detach().numpy(), dy.numpy(), scale, zero)
+        np.testing.assert_allclose(y.detach().numpy(), fq, rtol=0, atol=1e-6 * scale * 128)
+        clipped = dx == 0
+        assert 0 < int(clipped.sum()) < x.numel()  # both sides of the range are exercised
+        # d/dx: 0 where clipped, dy inside (to float rounding: it is dy * scale * (1 / scale))
+        assert np.all(x.grad.numpy()[clipped] == 0)
+        np.testing.assert_allclose(x.grad.numpy(), dx, rtol=1e-6, atol=0)
+        assert float(s.grad) == pytest.approx(ds, rel=1e-4, abs=1e-3)
+        assert float(z.grad) == pytest.approx(dz, rel=1e-4, abs=1e-6)
+    assert (qat._fused_lsq is not False) == compiled  # the path the test meant to take
+
+
 @pytest.mark.slow
 def test_qat_simulation_is_the_converters_int8_model(qat_graph):
     graph, blob, q, frames = qat_graph
