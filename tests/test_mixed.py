@@ -49,6 +49,12 @@ def test_widening_the_costliest_tensors_moves_int8_toward_float(ptq):
     (blank, base), ranked = scored[0], scored[1:]
     assert blank == "" and len(ranked) > 20 and [db for _, db in ranked] == sorted((db for _, db in ranked), reverse=True)
     assert ranked[0][1] > base  # releasing the costliest tensor helps in the simulation
+    # only tensors to_mixed can make int16 are ranked: never a LeakyReLU's output (ai-edge-quantizer keeps the op
+    # in float, so "int16" there would be a name in the report and float32 in the file) nor the graph input
+    names = [n for n, _ in ranked]
+    assert not any(n.endswith("LeakyRelu") for n in names)
+    every = _activation_types(to_mixed(calibrated, names))
+    assert [n for n in names if every.get(n) != "int16"] == []  # each ranked tensor can really be widened
     wide = [n for n, _ in ranked[:8]]
     plain, mixed = to_mixed(calibrated, []), to_mixed(calibrated, wide)
     # with no tensor widened, ai-edge-quantizer's int8 model of srdeploy's ranges is as close to float as the

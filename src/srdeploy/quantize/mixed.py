@@ -46,8 +46,8 @@ def _tensor_name(t) -> str:
 def sensitivity(calibrated: bytes, images: list[np.ndarray], crops: int = 8, size: int = 64,
                 seed: int = 0, progress: bool = False) -> list[tuple[str, float]]:
     """``[(tensor name, PSNR dB of the INT8 graph against float with that tensor unquantized)]``, the
-    costliest tensor (highest PSNR once released) first; ``("", dB)`` first of all holds the all-int8
-    baseline. *calibrated*: the converter's calibrated float graph with the ranges to use."""
+    costliest tensor (highest PSNR once released) first, over the tensors :func:`to_mixed` can make int16;
+    ``("", dB)`` first of all holds the all-int8 baseline. *calibrated*: the converter's calibrated float graph with the ranges to use."""
     import torch
 
     from .qat import TFLiteGraph, partial_quant_psnr, qat_patches
@@ -69,9 +69,14 @@ def sensitivity(calibrated: bytes, images: list[np.ndarray], crops: int = 8, siz
     from ..progress import bar
 
     tensors = graph._model.subgraphs[0].tensors  # noqa: SLF001 — the parsed graph it simulates
+    # candidates: tensors an op writes that ai-edge-quantizer can give int16 -- not the graph input (its
+    # QUANTIZE comes from the INPUT edge) and not the outputs of the ops it leaves in float (FLOAT_OPS),
+    # which would be named int16 in the report and stay float32 in the file
+    stays_float = {op.outputs[0] for op in graph.ops if op.kind in FLOAT_OPS} | {graph.input_index}
+    candidates = [i for i in acts if i not in stays_float]
     # one simulated forward pass per tensor: minutes for a network of a few hundred tensors on a CPU
     scored = [(_tensor_name(tensors[i]), psnr(set(acts) - {i}))
-              for i in bar(acts, desc="ranking tensors", unit="tensor", enabled=progress)]
+              for i in bar(candidates, desc="ranking tensors", unit="tensor", enabled=progress)]
     return [("", psnr(set(acts)))] + sorted(scored, key=lambda s: -s[1])
 
 

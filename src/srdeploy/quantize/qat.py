@@ -126,9 +126,11 @@ def fake_quant_learnable(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tenso
                                "fake quantizers run eagerly (slower)")
     if _fused_lsq:
         try:
-            # one memory layout: a compiled function is specialised on strides (a permuted or
-            # channels-last tensor would compile it again, up to torch's recompile limit)
-            return _fused_lsq(x.contiguous(), scale, zero)
+            # one memory layout (channels-last, TFLiteGraph's): a compiled function is specialised on
+            # strides, and each other layout (a channel slice, a permuted tensor) would compile it again,
+            # up to torch's recompile limit
+            return _fused_lsq(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous(),
+                              scale, zero)
         except Exception as exc:  # noqa: BLE001 -- e.g. no C++ compiler: inductor fails at the first call
             _fused_lsq = False
             (log or print)(f"  QAT: the fused fake quantizer could not be built ({str(exc).splitlines()[0][:120]}); "
@@ -151,6 +153,11 @@ class TFLiteGraph(nn.Module):
 
     ``quantized`` (the INT8 model the converter made from the same graph and ranges) supplies the
     scale / zero point of every activation; ``forward(x, quant=True)`` fake-quantizes with them."""
+
+    #: the layout the simulation runs in: channels-last (NHWC in memory, as TFLite) makes torch's CPU
+    #: convolutions of these narrow layers ~1.2-2x faster than NCHW, forward and backward (12 channels 3x3:
+    #: 8.9 -> 4.4 ms for batch 8 of 64x64); the values are the same up to float summation order
+    memory_format = torch.channels_last
 
     SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "LEAKY_RELU", "STRIDED_SLICE", "CONCATENATION", "ADD", "SUB",
                  "MUL", "DEPTH_TO_SPACE", "MEAN", "SQRT", "LOGISTIC", "RELU", "PAD", "MAX_POOL_2D",
@@ -411,6 +418,7 @@ class TFLiteGraph(nn.Module):
         """*x*: NCHW float in [0, 1]; returns NCHW. The tensors named in *keep* are left in
         ``self.kept`` (index -> tensor) for a loss on intermediate tensors."""
         static = self.static_shape[self.input_index]
+        x = x.contiguous(memory_format=self.memory_format)
         self._input_ratio = (x.shape[2] / static[1], x.shape[3] / static[2])
         env: dict[int, torch.Tensor] = {self.input_index: self._fq(x, self.input_index) if quant else x}
         for op in self.ops:
