@@ -1,7 +1,9 @@
 """Model × precision × target: parity, LSB drift against the host, Set5 PSNR-Y on the target (issue 16).
 
-Exports each model (FP32, FP16 with fp16 arithmetic allowed, INT8 post-training with --ranges auto,
-16 DIV2K crops) and checks every artifact on the emulated ARM cores, one after the other:
+Exports each model (FP32, FP16 with fp16 arithmetic allowed, and sr-export's default INT8: the registry's
+shipped INT8 parameter file where the model has one (the four models below all do, since 2026-12-05), else
+post-training with --ranges auto on 16 DIV2K crops) and checks every artifact on the emulated ARM cores,
+one after the other:
 
     python benchmarks/targets_table.py --out benchmarks/results/targets_table.json [--cores cortex-a76,cortex-a53] [--gpu]
                                        [--qualcomm SM8650,SM8350] [--reuse]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import jsonschema
 import pytest
@@ -70,6 +71,41 @@ def test_bench_reports_and_isolates_a_garbage_model(exports, tmp_path):
     table = proc.stdout[proc.stdout.index("median ms"):].splitlines()[1:]
     assert len([ln for ln in table if ln.strip()]) == 4
     assert "1.000" in table[0] and "ERROR" in table[1]
+
+
+def test_models_that_do_not_fit_in_memory_together_are_timed_in_groups(exports, monkeypatch):
+    """Each loaded worker holds its model's memory; when the machine has no room for another, the loaded
+    ones are timed and closed before the next loads (the suite's ten 1080x1920 workers once needed ~28 GB
+    on a 24 GB machine). Low memory is simulated through /proc/meminfo's reading."""
+    from srdeploy.benchmark import bench
+
+    dcr, plain = exports
+    models = [str(dcr / "model_fp32.tflite"), str(plain / "model_fp32.tflite"), str(dcr / "model_fp16.tflite")]
+    settings = [bench.BenchSetting(m, (32, 32), 1, "xnnpack") for m in models]
+    live: list[int] = []
+    real_load = bench._load
+
+    def load(s, res, *a):  # count the workers alive while the next one is considered
+        w = real_load(s, res, *a)
+        live.append(w.proc.pid)
+        return w
+
+    monkeypatch.setattr(bench, "_load", load)
+    # a 10 GB machine with 1 GB available before any worker and 0.4 GB once one is alive: the 5 % reserve
+    # (0.5 GB) alone is more than that, so no second worker fits beside the first
+    monkeypatch.setattr(bench, "_meminfo_mb", lambda: (10_000.0, 1_000.0 - 600.0 * sum(
+        1 for pid in live if os.path.exists(f"/proc/{pid}"))))
+    res = bench.run_benchmarks(settings, warmup=0, runs=2)
+    assert [r.interleave_group for r in res] == [1, 2, 3]  # each alone: no room for a second beside it
+    assert all(r.error is None and len(r.times_ms) == 2 and r.model_memory_mb for r in res)
+    # with room for all, one interleaved group (the field stays empty)
+    live.clear()
+    monkeypatch.setattr(bench, "_meminfo_mb", lambda: (10_000.0, 9_000.0))
+    res = bench.run_benchmarks(settings, warmup=0, runs=2)
+    assert [r.interleave_group for r in res] == [None, None, None] and all(len(r.times_ms) == 2 for r in res)
+    assert bench._room_for_another(3_900.0) is True  # 9 GB free > 1.5 x 3.9 GB + 0.5 GB
+    monkeypatch.setattr(bench, "_meminfo_mb", lambda: (24_000.0, 5_000.0))
+    assert bench._room_for_another(3_900.0) is False  # the suite's case: 5 GB free < 5.85 + 1.2 GB
 
 
 def test_fixed_shape_model_at_another_size_is_an_error_row(exports, tmp_path):

@@ -54,6 +54,9 @@ class BenchResult:
     adapter: str | None = None
     profile: dict | None = None
     error: str | None = None
+    #: which group of workers this row was timed with (1, 2, ...) when not every model fitted in memory at
+    #: once (see run_benchmarks); None when all were interleaved together
+    interleave_group: int | None = None
     times_ms: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -189,56 +192,81 @@ class _Worker:
             self.log.close()
 
 
-def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10, rounds: int | None = None,
-                   profile: bool = False, log=lambda m: None, timeout: float = DEFAULT_TIMEOUT_S,
-                   memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB) -> list[BenchResult]:
-    """Load every setting in its own process, then time ``runs`` invocations each, interleaved in
-    ``rounds`` rounds (round-robin across models) so slow drifts of the machine hit all alike."""
-    results = [BenchResult(s.model, list(s.size) if s.size else None, s.threads, s.delegate, s.runtime,
-                           s.xnnpack_flags) for s in settings]
-    workers: list[_Worker | None] = []
-    for s, res in zip(settings, results):
-        log(f"loading {s.model}")
-        w = _Worker(s, timeout=timeout, memory_limit_mb=memory_limit_mb)
-        reply = w.ask(cmd="load", model=s.model, size=list(s.size) if s.size else None, threads=s.threads,
-                      runtime=s.runtime, xnnpack_flags=s.xnnpack_flags,
-                      delegate=s.delegate)
-        if not reply.get("ok"):
-            res.error = reply.get("error", "unknown error")
+#: a group of workers is closed before the next load unless this much memory stays free: the largest
+#: worker so far × MEMORY_HEADROOM (the next model may be larger) plus MEMORY_RESERVE of the machine (Ray's
+#: memory monitor kills tasks at 95 % of the node's memory; the desktop's own processes need some)
+MEMORY_HEADROOM = 1.5
+MEMORY_RESERVE = 0.05
+
+
+def _meminfo_mb() -> tuple[float, float] | None:
+    """(MemTotal, MemAvailable) in MB from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {k: int(v.split()[0]) / 1024 for k, v in (line.split(":", 1) for line in f if ":" in line)}
+        return info["MemTotal"], info["MemAvailable"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return 0.0
+
+
+def _room_for_another(largest_mb: float) -> bool:
+    """Whether one more worker of up to MEMORY_HEADROOM × *largest_mb* fits beside those loaded."""
+    mem = _meminfo_mb()
+    if mem is None:  # (no /proc: every model in one group, as before)
+        return True
+    total, available = mem
+    return available >= MEMORY_HEADROOM * largest_mb + MEMORY_RESERVE * total
+
+
+def _load(s: BenchSetting, res: BenchResult, timeout: float, memory_limit_mb: float | None, log) -> _Worker | None:
+    log(f"loading {s.model}")
+    w = _Worker(s, timeout=timeout, memory_limit_mb=memory_limit_mb)
+    reply = w.ask(cmd="load", model=s.model, size=list(s.size) if s.size else None, threads=s.threads,
+                  runtime=s.runtime, xnnpack_flags=s.xnnpack_flags,
+                  delegate=s.delegate)
+    if not reply.get("ok"):
+        res.error = reply.get("error", "unknown error")
+        w.close()
+        return None
+    if s.delegate.startswith("gpu"):
+        res.adapter = w.adapter()
+        if res.adapter is None:  # loaded and ran, yet no GPU was selected: not a GPU timing
+            res.error = "LiteRT's GPU accelerator selected no GPU adapter: this would not be a GPU timing"
             w.close()
-            workers.append(None)
-            continue
-        if s.delegate.startswith("gpu"):
-            res.adapter = w.adapter()
-            if res.adapter is None:  # loaded and ran, yet no GPU was selected: not a GPU timing
-                res.error = "LiteRT's GPU accelerator selected no GPU adapter: this would not be a GPU timing"
-                w.close()
-                workers.append(None)
-                continue
-        res.init_ms, res.first_ms = reply["init_ms"], reply["first_ms"]
-        res.input, res.output = reply.get("input"), reply.get("output")
-        res.size = [int(v) for v in reply["size"]] if len(reply.get("size") or []) == 2 else None
-        workers.append(w)
-    for w, res in zip(workers, results):
-        if w is not None and warmup:
+            return None
+    res.init_ms, res.first_ms = reply["init_ms"], reply["first_ms"]
+    res.input, res.output = reply.get("input"), reply.get("output")
+    res.size = [int(v) for v in reply["size"]] if len(reply.get("size") or []) == 2 else None
+    return w
+
+
+def _time_group(group: list[tuple[_Worker, BenchResult]], warmup: int, per_round: list[int], profile: bool,
+                log) -> None:
+    """Warm up, time the interleaved rounds, then read each worker's memory and close it."""
+    for w, res in group:
+        if warmup:
             reply = w.ask(cmd="run", n=warmup)
             if not reply.get("ok"):
                 res.error = reply["error"]
-    rounds = max(1, min(rounds or runs, runs))
-    per_round = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
     for r, n in enumerate(per_round):
-        log(f"round {r + 1}/{rounds}")
-        for w, res in zip(workers, results):
-            if w is None or res.error or n == 0:
+        log(f"round {r + 1}/{len(per_round)}")
+        for w, res in group:
+            if res.error or n == 0:
                 continue
             reply = w.ask(cmd="run", n=n)
             if reply.get("ok"):
                 res.times_ms += reply["times_ms"]
             else:
                 res.error = reply["error"]
-    for w, res in zip(workers, results):
-        if w is None:
-            continue
+    for w, res in group:
         if profile and not res.error:
             reply = w.ask(cmd="profile", runs=3)
             res.profile = {k: v for k, v in reply.items() if k != "ok"} if reply.get("ok") else {"error": reply["error"]}
@@ -258,6 +286,42 @@ def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10
                 res.memory_ratio = res.model_memory_mb / res.liveness_bound_mb
         w.close()
         summarize(res)
+
+
+def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10, rounds: int | None = None,
+                   profile: bool = False, log=lambda m: None, timeout: float = DEFAULT_TIMEOUT_S,
+                   memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB) -> list[BenchResult]:
+    """Load every setting in its own process, then time ``runs`` invocations each, interleaved in
+    ``rounds`` rounds (round-robin across models) so slow drifts of the machine hit all alike.
+
+    Every loaded worker holds its model's whole memory (XNNPACK: up to ~4 GB for a 1080x1920 frame),
+    so the workers are loaded one by one while the machine keeps room for another (_room_for_another);
+    when it does not, the loaded ones are timed and closed as one group and loading goes on with the
+    next. Rows of different groups carry ``interleave_group`` (their ratios are from different minutes
+    of the machine). Measured need: the suite's ten 1080x1920 artifacts held ~28 GB at once, and Ray's
+    memory monitor killed the task again and again on a 24 GB machine."""
+    results = [BenchResult(s.model, list(s.size) if s.size else None, s.threads, s.delegate, s.runtime,
+                           s.xnnpack_flags) for s in settings]
+    rounds = max(1, min(rounds or runs, runs))
+    per_round = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
+    pending, groups = list(zip(settings, results)), []
+    while pending:
+        group: list[tuple[_Worker, BenchResult]] = []
+        largest = 0.0
+        while pending and (not group or _room_for_another(largest)):
+            s, res = pending.pop(0)
+            w = _load(s, res, timeout, memory_limit_mb, log)
+            if w is not None:
+                group.append((w, res))
+                largest = max(largest, _rss_mb(w.proc.pid))
+        if pending:
+            log(f"memory: {len(group)} model(s) loaded, no room for another beside them: timing them as one group")
+        groups.append(group)
+        _time_group(group, warmup, per_round, profile, log)
+    if sum(1 for g in groups if g) > 1:
+        for i, group in enumerate(groups, 1):
+            for _, res in group:
+                res.interleave_group = i
     return results
 
 

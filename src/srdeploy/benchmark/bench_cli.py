@@ -277,7 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             ratio = (r.median_ms / base.median_ms) if base and base.median_ms and not base.error else None
             print(f"{i + 1}  {r.model[-48:].ljust(48)}  {size_s.ljust(9)}  {r.threads:>3}  {r.median_ms:9.1f}  "
-                  f"{'-' if ratio is None else f'{ratio:.3f}'}")
+                  f"{'-' if ratio is None else f'{ratio:.3f}'}"
+                  + (f"  (group {r.interleave_group})" if r.interleave_group else ""))
+        n_groups = max((r.interleave_group or 0) for r in results)
+        if n_groups > 1:
+            print(f"(not every model fitted in memory at once: timed in {n_groups} interleaved groups; ratios between "
+                  "groups come from different minutes of the machine)")
     if args.json:
         atomic_write_json(Path(args.json), {"machine": {**machine_info(), "attainable_gflops": attainable},
                                             "results": [r.to_json() for r in results]})
