@@ -399,7 +399,8 @@ def test_learnable_fake_quantizer_is_torchs_forward_with_lsq_gradients(compiled,
     monkeypatch.setattr(qat, "_fused_lsq", None)
     monkeypatch.setenv("SRDEPLOY_QAT_COMPILE", "1" if compiled else "0")
     rng = np.random.default_rng(3)
-    for shape, scale, zero in (((2, 12, 16, 16), 0.01, -3.4), ((1, 3, 9, 7), 0.004, 40.2), ((3, 5, 8, 8), 0.02, -104.6)):
+    cases = (((2, 12, 16, 16), 0.01, -3.4), ((1, 3, 9, 7), 0.004, 40.2), ((3, 5, 8, 8), 0.02, -104.6))
+    for shape, scale, zero in cases:
         x = torch.from_numpy(rng.normal(0, 1.0, shape).astype(np.float32)).requires_grad_()
         s = torch.tensor([scale], dtype=torch.float32, requires_grad=True)
         z = torch.tensor([zero], dtype=torch.float32, requires_grad=True)

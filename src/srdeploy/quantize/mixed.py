@@ -47,7 +47,8 @@ def sensitivity(calibrated: bytes, images: list[np.ndarray], crops: int = 8, siz
                 seed: int = 0, progress: bool = False) -> list[tuple[str, float]]:
     """``[(tensor name, PSNR dB of the INT8 graph against float with that tensor unquantized)]``, the
     costliest tensor (highest PSNR once released) first, over the tensors :func:`to_mixed` can make int16;
-    ``("", dB)`` first of all holds the all-int8 baseline. *calibrated*: the converter's calibrated float graph with the ranges to use."""
+    ``("", dB)`` first of all holds the all-int8 baseline. *calibrated*: the converter's calibrated float
+    graph with the ranges to use."""
     import torch
 
     from .qat import TFLiteGraph, partial_quant_psnr, qat_patches

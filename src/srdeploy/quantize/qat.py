@@ -107,6 +107,12 @@ def _fake_quant_lsq(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) ->
 _fused_lsq = None
 
 
+def _to_stderr(msg: str) -> None:  # (stdout may be an export's --json document)
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
 def fake_quant_learnable(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, log=None) -> torch.Tensor:
     """:func:`_fake_quant_lsq`, fused by ``torch.compile`` (inductor) into one loop forward and one
     backward. Why: a QAT step of these graphs spends most of its time in the ~80 learnable fake
@@ -122,8 +128,8 @@ def fake_quant_learnable(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tenso
             try:
                 _fused_lsq = torch.compile(_fake_quant_lsq, dynamic=True)
             except Exception as exc:  # noqa: BLE001 -- no inductor on this platform: run eagerly
-                (log or print)(f"  QAT: torch.compile unavailable ({str(exc).splitlines()[0][:120]}); "
-                               "fake quantizers run eagerly (slower)")
+                (log or _to_stderr)(f"  QAT: torch.compile unavailable ({str(exc).splitlines()[0][:120]}); "
+                                    "fake quantizers run eagerly (slower)")
     if _fused_lsq:
         try:
             # one memory layout (channels-last, TFLiteGraph's): a compiled function is specialised on
@@ -133,8 +139,8 @@ def fake_quant_learnable(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tenso
                               scale, zero)
         except Exception as exc:  # noqa: BLE001 -- e.g. no C++ compiler: inductor fails at the first call
             _fused_lsq = False
-            (log or print)(f"  QAT: the fused fake quantizer could not be built ({str(exc).splitlines()[0][:120]}); "
-                           "running it eagerly (the same values, slower)")
+            (log or _to_stderr)(f"  QAT: the fused fake quantizer could not be built "
+                                f"({str(exc).splitlines()[0][:120]}); running it eagerly (the same values, slower)")
     return _fake_quant_lsq(x, scale, zero)
 
 
