@@ -209,16 +209,9 @@ def _meminfo_mb() -> tuple[float, float] | None:
         return None
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-    except (OSError, StopIteration, ValueError):
-        return 0.0
-
-
 def _room_for_another(largest_mb: float) -> bool:
-    """Whether one more worker of up to MEMORY_HEADROOM × *largest_mb* fits beside those loaded."""
+    """Whether one more worker of up to MEMORY_HEADROOM × *largest_mb* (the largest loaded worker's peak
+    RSS) fits beside those loaded."""
     mem = _meminfo_mb()
     if mem is None:  # (no /proc: every model in one group, as before)
         return True
@@ -313,7 +306,8 @@ def run_benchmarks(settings: list[BenchSetting], warmup: int = 1, runs: int = 10
             w = _load(s, res, timeout, memory_limit_mb, log)
             if w is not None:
                 group.append((w, res))
-                largest = max(largest, _rss_mb(w.proc.pid))
+                # the worker's own high-water mark (its "stats" reply: VmHWM, or ru_maxrss off Linux)
+                largest = max(largest, w.ask(cmd="stats").get("peak_rss_mb") or 0.0)
         if pending:
             log(f"memory: {len(group)} model(s) loaded, no room for another beside them: timing them as one group")
         groups.append(group)
