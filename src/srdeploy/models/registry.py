@@ -260,7 +260,8 @@ _register(ModelSpec(
                   "at 64x64, itself replacing a 2400-step file, each under a rule written before its run: both "
                   "drops at 256x256 lower, neither at 64x64 higher by more than 0.01)", "41.33 -> 46.31"),
         {"set5_drop_db_256x256": 0.075, "set14_drop_db_256x256": 0.097,
-         "set5_drop_db_64x64": 0.053, "set14_drop_db_64x64": 0.088})},
+         "set5_drop_db_64x64": 0.053, "set14_drop_db_64x64": 0.088,
+         "set5_drop_db_720x480": 0.076, "set14_drop_db_720x480": 0.102})},
     reference="Yu et al., DIPNet: Efficiency Distillation and Iterative Pruning for Image SR, CVPRW 2023"))
 #: srdeploy's own DIPNet-lite x2 (no public weights exist): how the embedded file was made
 DIPNET_LITE_TRAINING = (
