@@ -128,9 +128,11 @@ def _qat_made(ranges: str, steps: int, when: str, fidelity: str, rule: str = "")
             f"crops {fidelity} dB" + (f". {rule}" if rule else ""))
 
 
-#: how the INT8 files were made (model m, scale s, export size, n QAT steps)
-_QAT_CMD = ("sr-export --model {m} --scale {s} --size {size} --int8 --calib ../shared/data/div2k/HR --int8-params none "
-            "--qat-steps {n} --save-int8-params runs/qat/{m}_x{s}_int8.npz --quality --out runs/qat/{m}{s}")
+def _qat_cmd(m: str, s: int, size: str, n: int, flags: str = "") -> str:
+    """How an INT8 file was made: model m, scale s, export size, n QAT steps, and any further sr-export flags."""
+    return (f"sr-export --model {m} --scale {s} --size {size} --int8 --calib ../shared/data/div2k/HR --int8-params none "
+            f"{flags + ' ' if flags else ''}--qat-steps {n} --save-int8-params runs/qat/{m}_x{s}_int8.npz --quality "
+            f"--out runs/qat/{m}{s}")
 
 
 _register(ModelSpec(
@@ -139,7 +141,7 @@ _register(ModelSpec(
     int8_params={2: _int8_file(
         "imdn_x2_int8.npz", "170fc5a22e36e15abbed9980303092f30388b5379a3dfbe70d133ce2b5ee25ed",
         "740b39653592bd3f49955a21cd9e16f2d37f2c413368cc09327601b8fbe42ce1",
-        _QAT_CMD.format(m="imdn", s=2, size="256x256", n=400),
+        _qat_cmd("imdn", 2, "256x256", 400),
         _qat_made("p99.99", 400, "2292 s of QAT at one thread beside a training run, 2026-12-05", "41.65 -> 44.58",
                   "Shipped under the rule written before the run: both drops at 256x256 below the post-training "
                   "default's 1.435 / 1.230 dB"),
@@ -147,7 +149,7 @@ _register(ModelSpec(
         3: _int8_file(
         "imdn_x3_int8.npz", "3b7bb4e665838068554ba796d53ab2e40cdc5b2b1ec9ec4cbac36112854c1e29",
         "11b1716a19bc16e5e353e1db798d476169338e631eb170c82d765559888cb028",
-        _QAT_CMD.format(m="imdn", s=3, size="256x256", n=400),
+        _qat_cmd("imdn", 3, "256x256", 400),
         _qat_made("p99.999", 400, "1947 s of QAT at one thread beside other QAT runs, 2026-12-05", "40.19 -> 43.32",
                   "Shipped under the rule written before the run: both drops at 256x256 below the post-training "
                   "default's 0.337 / 0.230 dB"),
@@ -155,7 +157,7 @@ _register(ModelSpec(
         4: _int8_file(
         "imdn_x4_int8.npz", "8710a4fb22049804e4852730abb3bbd286dad3a64eb5a378cb8717c854f8aa49",
         "e660c38221147217a136debeb99eb304d62d9c0f73ac421ed66281b619719714",
-        _QAT_CMD.format(m="imdn", s=4, size="256x256", n=400),
+        _qat_cmd("imdn", 4, "256x256", 400),
         _qat_made("p99.999", 400, "988 s of QAT on the 2-core CPU, 2026-12-03", "41.15 -> 43.92"),
         # sr-export's quality report at 256x256 (PSNR-Y drop vs PyTorch FP32 of the official weights)
         {"set5_drop_db_256x256": 0.172, "set14_drop_db_256x256": 0.146})},
@@ -238,7 +240,7 @@ _register(ModelSpec(
     int8_params={4: _int8_file(
         "imdn_plus_x4_int8.npz", "718803b9c2b28ba533388b95267fb2e1311b5971478c65e56a6adeeeaa1a05cb",
         "0051dcbeb82684fef3981eff81df86bb167b8f9602323fa37f82f8c5566ff5a9",
-        _QAT_CMD.format(m="imdn_plus", s=4, size="720x480", n=400),
+        _qat_cmd("imdn_plus", 4, "720x480", 400),
         _qat_made("p99.99", 400, "1256 s of QAT at one thread beside other QAT runs, 2026-12-05", "40.80 -> 44.50",
                   "Shipped under the rule written before the run: both drops at 720x480 below the post-training "
                   "default's 0.858 / 0.674 dB"),
@@ -253,8 +255,7 @@ _register(ModelSpec(
     int8_params={4: _int8_file(
         "dipnet_x4_int8.npz", "545347d14355b7417748754e97ae08f03df13e514d464a73cafad698ac61cd4c",
         "7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1",
-        _QAT_CMD.format(m="dipnet", s=4, size="256x256", n=7200).replace("--int8-params none",
-                                                                         "--int8-params none --equalize off"),
+        _qat_cmd("dipnet", 4, "256x256", 7200, flags="--equalize off"),
         _qat_made("p99.999", 7200, "4683 s of QAT at 2 threads on the 2-core CPU with the fused fake quantizers, "
                   "2026-12-06 (replaced the 4800-step file of session 21, 0.098/0.105 dB at 256x256 and 0.055/0.095 "
                   "at 64x64, itself replacing a 2400-step file, each under a rule written before its run: both "
