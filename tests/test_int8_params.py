@@ -168,6 +168,8 @@ def test_qat_resumes_from_a_params_file(made, tmp_path, data_root):
     (["--int8-params", "none"], "apply to --int8 exports"),
     (["--save-int8-params", "x.npz"], "apply to --int8 exports"),
     (["--int8-rewrites", "slice_conv"], "apply to --int8 exports"),
+    (["--qat-job", "x.npz"], "apply to --int8 exports"),
+    (["--int8", "--calib", "CAL", "--qat-job", "x.npz"], "give --qat-steps"),
     (["--int8", "--calib", "CAL", "--int8-rewrites", "fold-everything"], "unknown rewrite"),
     (["--int8", "--calib", "CAL", "--int8-params", "FILE", "--ranges", "minmax"], "replaces --ranges and --act"),
     (["--int8", "--calib", "CAL", "--int8-params", "/nonexistent/p.npz"], "INT8 parameter file not found"),

@@ -117,6 +117,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--save-int8-params", metavar="FILE",
                    help="write the INT8 weights and ranges this export quantized with (e.g. after --qat-steps) to "
                         "FILE (.npz), for --int8-params FILE at any other size of the same model")
+    p.add_argument("--qat-job", metavar="FILE",
+                   help="with --qat-steps N: do not run QAT here; write FILE (.npz), a QAT job holding the graphs and "
+                        "crops it needs, for `python -m srdeploy.quantize.qat_job FILE --out PARAMS.npz --device cuda` "
+                        "on a GPU machine (PyTorch and ai-edge-litert, no TensorFlow); then export with --int8-params "
+                        "PARAMS.npz. This export's INT8 artifact is the model QAT starts from")
     p.add_argument("--quality", action="store_true", help="PSNR-Y/SSIM-Y of every artifact on Set5/Set14 "
                    "(from SRDEPLOY_DATA); implied by --int8")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/NAME_xS_HxW/)")
@@ -270,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         int8=args.int8, calib=args.calib, calib_samples=args.calib_samples, io=args.io, act=args.act, ranges=args.ranges,
         int16_tensors=args.int16_tensors,
         qat_steps=args.qat_steps, int8_params=args.int8_params, save_int8_params=args.save_int8_params,
-        equalize=args.equalize,
+        qat_job=args.qat_job, equalize=args.equalize,
         quality=args.quality,
         rewrites=_rewrite_list(args.rewrites),
         int8_rewrites=None if args.int8_rewrites == "auto" else _rewrite_list(args.int8_rewrites)))

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import ParityError, SrDeployError
 from ..fsutil import FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, staging_dir, swap_in
 from ..models.weights import sha256_file
+from ..quantize.qat_job import MAX_STEPS as MAX_QAT_STEPS  # (one bound for sr-export and QAT jobs)
 from ..runtime import OnnxRunner, TFLiteRunner
 from ..sources import MAX_EXPORT_PIXELS  # noqa: F401  (re-exported: the export size bound)
 from ..sample_images import parity_image
@@ -43,7 +44,6 @@ def tool_versions() -> dict[str, str]:
 
 
 MAX_CALIB_SAMPLES = 256
-MAX_QAT_STEPS = 1_000_000
 
 
 #: crops of the calibration folder (another seed) on which --ranges auto compares its candidates
@@ -104,6 +104,8 @@ class ExportConfig:
     int8_params: str = "auto"
     #: write the INT8 weights and ranges this export quantized with (e.g. after --qat-steps) to this file
     save_int8_params: str | None = None
+    #: with qat_steps: write a QAT job file (srdeploy.quantize.qat_job) here instead of running QAT
+    qat_job: str | None = None
     #: rescale conv output channels exactly (powers of two) so each spans more of its tensor's int8 range,
     #: before post-training quantization / QAT (never with a parameter file: it brings its own weights):
     #: "auto" (int8 activations), "on" (also --act int16 / mixed), "off"
@@ -150,6 +152,8 @@ class Exporter:
             if cfg.qat_steps > MAX_QAT_STEPS:  # (negative values: check_int8_options below)
                 raise SrDeployError(f"--qat-steps must be at most {MAX_QAT_STEPS:,}, got {cfg.qat_steps}")
             self.ranges = check_int8_options(cfg.io, cfg.act, cfg.ranges, cfg.qat_steps)
+            if cfg.qat_job and not cfg.qat_steps:
+                raise SrDeployError("--qat-job writes a QAT job of --qat-steps N steps: give --qat-steps")
             if cfg.int16_tensors is not None and cfg.act != "mixed":
                 raise SrDeployError("--int16-tensors applies to --act mixed")
             if cfg.int16_tensors is not None and not 1 <= cfg.int16_tensors <= 10_000:
@@ -162,10 +166,10 @@ class Exporter:
             self.calibration = calibration_frames(cfg.calib, self.scale, self.size, cfg.calib_samples, cfg.seed,
                                                   held_out=HELD_OUT_FRAMES if judged else 0)
         elif (cfg.calib or cfg.io == "int8" or cfg.act != "int8" or cfg.ranges != "auto" or cfg.qat_steps
-              or cfg.int8_params != "auto" or cfg.save_int8_params or cfg.int8_rewrites is not None
+              or cfg.int8_params != "auto" or cfg.save_int8_params or cfg.qat_job or cfg.int8_rewrites is not None
               or cfg.int16_tensors is not None or cfg.equalize != "auto"):
             raise SrDeployError("--calib, --io int8, --act, --int16-tensors, --ranges, --qat-steps, --int8-params, "
-                                "--int8-rewrites, --save-int8-params and --equalize apply to --int8 exports")
+                                "--int8-rewrites, --save-int8-params, --qat-job and --equalize apply to --int8 exports")
         if cfg.equalize not in ("auto", "on", "off"):
             raise SrDeployError(f"--equalize must be auto, on or off, got {cfg.equalize!r}")
         if cfg.io not in ("float32", "uint8", "int8"):
@@ -349,6 +353,7 @@ class Exporter:
                 saved = work / "onnx2tf" / "saved_model"
                 self.int8_rewrites_applied = self.rewrites_applied
                 params_out: list = []
+                job_out: list | None = [] if cfg.qat_job else None
                 params = self.int8_params
                 equalize = params is None and (cfg.equalize == "on" or (cfg.equalize == "auto" and cfg.act == "int8"))
                 equalized = None
@@ -373,7 +378,8 @@ class Exporter:
                     blob, how = convert_int8(saved, self.calibration.frames, cfg.io, cfg.act, self.ranges,
                                              self.calibration.held_out, cfg.seed, self.log, qat_steps=cfg.qat_steps,
                                              qat_images=self.calibration.images, progress=True, params=params,
-                                             params_out=params_out, int16_tensors=cfg.int16_tensors)
+                                             params_out=params_out, int16_tensors=cfg.int16_tensors,
+                                             job_out=job_out)
                 except SrDeployError as exc:
                     if params is None or cfg.int8_params != "auto":
                         raise
@@ -403,6 +409,11 @@ class Exporter:
                     params_out[0].meta.update(self._int8_params_meta(how))
                     ip.save(params_out[0], cfg.save_int8_params)
                     self.log(f"  INT8 weights and ranges written to {cfg.save_int8_params}")
+                if job_out:  # (empty when a shipped file failed and the export fell back to post-training)
+                    job_out[0].save(cfg.qat_job, params_meta=self._int8_params_meta(how))
+                    self.log(f"  QAT job ({cfg.qat_steps} steps) written to {cfg.qat_job}; run it where a GPU is: "
+                             f"python -m srdeploy.quantize.qat_job {cfg.qat_job} --out PARAMS.npz --device cuda, then "
+                             "export with --int8-params PARAMS.npz")
         if cfg.quality or cfg.int8:
             self.quality = self._quality_report()
         produced = {a["file"] for a in self.artifacts}

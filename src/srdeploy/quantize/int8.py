@@ -61,7 +61,7 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
                  ranges: str = "minmax", held_out: np.ndarray | None = None, seed: int = 0,
                  log=print, qat_steps: int = 0, qat_images: list[np.ndarray] | None = None,
                  progress: bool = False, params=None, params_out: list | None = None,
-                 int16_tensors: int | None = None) -> tuple[bytes, dict]:
+                 int16_tensors: int | None = None, job_out: list | None = None) -> tuple[bytes, dict]:
     """Return ``(tflite bytes, how it was quantized)``; *ranges* as in :mod:`.ranges`; with
     ``qat_steps`` the weights (and ranges) are fine-tuned first (:mod:`.qat`) on patches of
     *qat_images*, and judged on *held_out* against the plain post-training model.
@@ -72,7 +72,11 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
     :class:`.int8_params.Int8Params` of the graph that was quantized (``--save-int8-params``).
 
     ``act="mixed"``: the same weights and ranges, then int16 activations on the *int16_tensors*
-    costliest tensors and int8 elsewhere (:mod:`.mixed`, an NPU artifact)."""
+    costliest tensors and int8 elsewhere (:mod:`.mixed`, an NPU artifact).
+
+    *job_out*, when a list, defers QAT: instead of running the *qat_steps* here it receives a
+    :class:`.qat_job.QATJob` (the graphs and images QAT needs, for a GPU machine without TensorFlow),
+    and the INT8 model returned is the one QAT would have started from."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ..runtime import quiet_tensorflow
 
@@ -101,17 +105,24 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
             final = int8_params.apply(calibrated, params)
             blob = quantize_calibrated(final, io)
             how = {"ranges": {"method": "int8-params"}, "int8_params": params.describe()}
-            if qat_steps:  # resume: QAT goes on from the file's weights and ranges, toward the float model
+            if qat_steps and job_out is not None:
+                how["qat"] = _qat_job(job_out, calibrated, final, qat_steps, qat_images,
+                                      held_out if held_out is not None else frames, seed, resumed=True)
+            elif qat_steps:  # resume: QAT goes on from the file's weights and ranges, toward the float model
                 blob, how["qat"], final = _quantization_aware(
                     calibrated, final, blob, io, qat_steps, qat_images,
                     held_out if held_out is not None else frames, seed, progress, log, resumed=True)
+            if qat_steps:
                 how["qat"]["continued_from"] = {k: params.meta[k] for k in ("made_at", "made_with")
                                                 if k in params.meta} or params.describe()
         else:
             calibrated = calibrate(saved_model_dir, frames)
             blob, choice = select_ranges(calibrated, frames, held_out, ranges, io, seed, log)
             how, final = {"ranges": choice.to_json()}, choice.calibrated
-            if qat_steps:
+            if qat_steps and job_out is not None:
+                how["qat"] = _qat_job(job_out, calibrated, final, qat_steps, qat_images,
+                                      held_out if held_out is not None else frames, seed, resumed=False)
+            elif qat_steps:
                 blob, how["qat"], final = _quantization_aware(
                     calibrated, choice.calibrated, blob, io, qat_steps, qat_images,
                     held_out if held_out is not None else frames, seed, progress, log)
@@ -142,6 +153,22 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
     if io == "uint8":
         blob = set_uint8_io_exact(blob)
     return blob, how
+
+
+def _qat_job(job_out: list, calibrated: bytes, chosen: bytes, steps: int, images: list[np.ndarray] | None,
+             held_out: np.ndarray, seed: int, resumed: bool) -> dict:
+    """QAT deferred to a job file (:mod:`.qat_job`): the job into *job_out*, the manifest's note returned."""
+    from .qat_job import QATJob, held_out_uint8
+    from .ranges import quantize_calibrated
+
+    if not images:
+        raise SrDeployError("--qat-steps needs the calibration images")
+    job = QATJob(calibrated, chosen, quantize_calibrated(chosen, "float32"), list(images), held_out_uint8(held_out),
+                 steps, seed, resumed)
+    job_out.append(job)
+    return {"steps": steps, "deferred_to_job": True, "resumed": resumed,
+            "note": "not run in this export: the INT8 model here is the one QAT starts from; run the job "
+                    "(python -m srdeploy.quantize.qat_job), then export with --int8-params on its result"}
 
 
 def _quantization_aware(calibrated: bytes, chosen: bytes, ptq_blob: bytes, io: str, steps: int,

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from ..errors import SrDeployError
 
-__all__ = ["QATResult", "TFLiteGraph", "fake_quant_learnable", "finetune", "qat_patches"]
+__all__ = ["QATResult", "TFLiteGraph", "fake_quant_learnable", "finetune", "qat_device", "qat_patches"]
 
 #: NHWC axis -> NCHW axis (the simulation runs NCHW for torch's convolutions)
 _NCHW = {0: 0, 1: 2, 2: 3, 3: 1, -1: 1}
@@ -183,6 +183,9 @@ class TFLiteGraph(nn.Module):
                              for i, t in enumerate(sg.tensors)}
         self.weights = nn.ParameterDict()
         self.const: dict[int, torch.Tensor] = {}
+        #: the same constants on the host: the shape-like operands (slice bounds, axes, pads, sizes) are read
+        #: from here, so a graph on a GPU never waits for a device-to-host copy inside a step
+        self.const_np: dict[int, np.ndarray] = {}
         self.ops: list[_Op] = []
         self.kept: dict[int, torch.Tensor] = {}  # see forward(keep=...)
         for op in sg.operators:
@@ -196,15 +199,18 @@ class TFLiteGraph(nn.Module):
                 arr = _const(self._model, sg.tensors[i])
                 if arr is not None:
                     self.const[i] = torch.from_numpy(arr.copy())
+                    self.const_np[i] = arr.copy()
             if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 w, b = rec.inputs[1], rec.inputs[2] if len(rec.inputs) > 2 else -1
                 wt = self.const.pop(w).float()
+                self.const_np.pop(w)
                 # OHWI (conv) / 1HW(C·m) (depthwise) -> OIHW
                 wt = wt.permute(0, 3, 1, 2) if kind == "CONV_2D" else wt.permute(3, 0, 1, 2)
                 self.weights[f"w{w}"] = nn.Parameter(wt.contiguous())
                 rec.params["w"] = (f"w{w}", w)
                 if b >= 0:
                     self.weights[f"b{b}"] = nn.Parameter(self.const.pop(b).float().clone())
+                    self.const_np.pop(b)
                     rec.params["b"] = (f"b{b}", b)
             self.ops.append(rec)
         self.qparams = self._activation_qparams(sg, quantized)
@@ -224,6 +230,14 @@ class TFLiteGraph(nn.Module):
         #: input, output and what feeds the output through rearranging ops: their ranges are the image's
         self.image_tensors = _image_tensors(self._model)
         self._range_groups()
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(device)`` and friends: also the tensors kept in plain dicts (constant operands, learned
+        rounding's fixed grids), which nn.Module does not see."""
+        super()._apply(fn, *args, **kwargs)
+        self.const = {i: fn(t) for i, t in self.const.items()}
+        self.rounding = {k: tuple(fn(t) for t in v) for k, v in self.rounding.items()}
+        return self
 
     # -- learnable ranges --------------------------------------------------------------------------
     #: ops whose output the converter gives its input's scale: one range for all their tensors
@@ -492,10 +506,10 @@ class TFLiteGraph(nn.Module):
             x = a[0].reshape(n, bs, bs, c // (bs * bs), h, w).permute(0, 3, 4, 1, 5, 2)
             return x.reshape(n, c // (bs * bs), h * bs, w * bs)
         if k == "MEAN":
-            axes = sorted(_NCHW[int(v)] for v in np.atleast_1d(self.const[op.inputs[1]].numpy()))
+            axes = sorted(_NCHW[int(v)] for v in np.atleast_1d(self.const_np[op.inputs[1]]))
             return a[0].mean(dim=axes, keepdim=bool(o.keepDims))
         if k == "PAD":
-            pads = self.const[op.inputs[1]].numpy()  # NHWC [[before, after]] * 4
+            pads = self.const_np[op.inputs[1]]  # NHWC [[before, after]] * 4
             return F.pad(a[0], [int(pads[2][0]), int(pads[2][1]), int(pads[1][0]), int(pads[1][1])])
         if k == "MAX_POOL_2D":
             x = a[0]
@@ -504,7 +518,7 @@ class TFLiteGraph(nn.Module):
             return _activation(F.max_pool2d(x, (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)),
                                o.fusedActivationFunction)
         if k == "RESIZE_BILINEAR":
-            size = [int(v) for v in self.const[op.inputs[1]].numpy()]
+            size = [int(v) for v in self.const_np[op.inputs[1]]]
             # the target is a constant of the export size (e.g. ESA's upsampling back to the input's
             # size): on crops of another size it scales with the graph input
             run_size = [round(size[0] * self._input_ratio[0]), round(size[1] * self._input_ratio[1])]
@@ -514,7 +528,7 @@ class TFLiteGraph(nn.Module):
                 raise SrDeployError("QAT: RESIZE_BILINEAR without half-pixel centers is not simulated")
             return F.interpolate(a[0], size=run_size, mode="bilinear", align_corners=False)
         if k == "RESIZE_NEAREST_NEIGHBOR":
-            size = [int(v) for v in self.const[op.inputs[1]].numpy()]
+            size = [int(v) for v in self.const_np[op.inputs[1]]]
             run_size = [round(size[0] * self._input_ratio[0]), round(size[1] * self._input_ratio[1])]
             h, w = a[0].shape[2:]
             # integer factors only: there source = floor(dst / s) with or without half-pixel centres,
@@ -535,7 +549,7 @@ class TFLiteGraph(nn.Module):
 
     def _strided_slice(self, op: _Op, x: torch.Tensor) -> torch.Tensor:
         o = op.options
-        begin, end, strides = (self.const[i].numpy().astype(int) for i in op.inputs[1:4])
+        begin, end, strides = (self.const_np[i].astype(int) for i in op.inputs[1:4])
         if o.ellipsisMask or o.newAxisMask or o.shrinkAxisMask:
             raise SrDeployError("QAT: STRIDED_SLICE with ellipsis/new-axis/shrink masks is not simulated")
         static = self.static_shape[op.inputs[0]]
@@ -650,12 +664,30 @@ def error_by_group(graph: TFLiteGraph, x: torch.Tensor) -> dict[str, float]:
     return res
 
 
+def qat_device(name: str | torch.device = "cpu") -> torch.device:
+    """cpu, cuda, cuda:N, or auto (cuda when this torch sees a CUDA device): one line when it cannot be had."""
+    import re
+
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise SrDeployError(f"QAT device must be cpu, cuda, cuda:N or auto, got {name!r}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SrDeployError(f"QAT on {name} asked for, but this torch ({torch.__version__}) sees no CUDA device")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise SrDeployError(f"QAT on {name} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(name)
+
+
 def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float = 3e-4, patch: int = 64,
              batch: int = 8, seed: int = 0, learn_ranges: bool = True, range_lr: float = 3e-4,
              progress: bool = False, log=print, feature_weight: float = 0.0,
              feature_kinds: tuple[str, ...] = ("ADD",), callback=None,
              teacher: "TFLiteGraph | None" = None, rounding: str = "nearest",
-             round_lr: float = 3e-2, round_weight: float = 0.01) -> QATResult:
+             round_lr: float = 3e-2, round_weight: float = 0.01, device: str = "cpu") -> QATResult:
     """Fine-tune *graph*'s weights so its fake-quantized output matches its float output.
 
     ``feature_weight`` > 0 adds intermediate-tensor distillation: the fake-quantized graph also
@@ -669,19 +701,25 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     TFLite's grid) is learned instead (:meth:`TFLiteGraph.start_learned_rounding`), with the biases and
     ranges; the paper's schedule: no regularizer for the first 20 % of the steps, then its weight
     ``round_weight`` (relative to the first step's output loss) with beta annealed from 20 to 2, and
-    a hard rounding at the end."""
+    a hard rounding at the end.
+
+    ``device``: where the steps run (:func:`qat_device`: cpu, cuda, cuda:N or auto); *graph* is back on
+    the CPU when this returns."""
     import time
 
     from ..progress import bar as progress_bar
 
     if steps < 1:
         raise SrDeployError("--qat-steps must be >= 1")
+    dev = qat_device(device)
     torch.manual_seed(seed)
     # the float graph (run with quant=False only): *graph*'s own weights, or *teacher*'s when *graph* starts
     # from weights that were already fine-tuned (a resumed run)
     teacher = copy.deepcopy(graph if teacher is None else teacher).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    graph.to(dev)
+    teacher.to(dev)
     if rounding not in ("nearest", "learned"):
         raise SrDeployError(f"QAT rounding must be nearest or learned, got {rounding!r}")
     graph.learn_ranges = learn_ranges
@@ -716,7 +754,7 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
     losses, t0 = [], time.perf_counter()
     bar = progress_bar(range(steps), desc="QAT", unit="step", enabled=progress)
     for _ in bar:
-        x = qat_patches(images, batch, patch, rng)
+        x = qat_patches(images, batch, patch, rng).to(dev, non_blocking=True)
         with torch.no_grad():
             target = teacher(x, quant=False, keep=keep)
         # the float graph is the target, not the HR: measured on IMDN_RTC x2 (300 steps), an L1-to-HR
@@ -745,6 +783,7 @@ def finetune(graph: TFLiteGraph, images: list[np.ndarray], steps: int, lr: float
             callback(len(losses), graph)
         bar.set_postfix(psnr=f"{10 * math.log10(1 / max(np.mean(losses[-50:]), 1e-12)):.2f}dB")
     graph.kept = {}  # drop the last step's intermediate tensors (and their autograd graph)
+    graph.to("cpu")
     undecided = None
     if rounding == "learned":
         undecided = graph.rounding_undecided()
