@@ -2,12 +2,12 @@
 # Long QAT on a lent GPU, prepared as one script (issue 17, item 1). The GPU machine has PyTorch but no
 # TensorFlow, so the converter's part runs here and only the fine-tuning runs there (srdeploy.quantize.qat_job).
 #
-#   1. here (CPU, ~2-4 min a model):  bash benchmarks/gpu_qat_jobs.sh prepare
+#   1. here (CPU, ~3.5 min a model at one thread):  bash benchmarks/gpu_qat_jobs.sh prepare
 #        -> runs/gpu/<name>.qatjob.npz for the issue's three models (the shipped files' recipes: imdn_rtc x2
-#           at 720x480 on the slice-free INT8 graph, imdn x4 and dipnet x4 at 256x256), and .whl/ with
-#           ai-edge-litert's cp312 wheel (its pure-Python flatbuffer schema is what the job needs there)
+#           at 720x480 on the slice-free INT8 graph, imdn x4 and dipnet x4 at 256x256; 29 MB together), and
+#           .gpu_site/ with ai-edge-litert's pure-Python flatbuffer schema (what the job needs there)
 #   2. there, one device call:  run(command="bash benchmarks/gpu_qat_jobs.sh run 150",
-#                                    carry=[".whl", "runs/gpu"], timeout_s=600)
+#                                    carry=[".gpu_site", "runs/gpu"], timeout_s=600)
 #        -> every job for 150 s of steps (timed on a probe, so the step count fits the budget), results
 #           $OUT/<name>.int8.npz and the log $OUT/gpu_qat.log (the last lines are in the call's output too)
 #   3. here: sr-export --model M --scale S --size SIZE --int8 --calib ../shared/data/div2k/HR \
@@ -15,39 +15,40 @@
 #      and, for a file to ship, a rule written before step 2 (see runs/RULES_session*.md for the form).
 #
 # Options by environment: DEVICE (default cuda; cpu for a dry run here), JOBS (a name pattern, default all),
-# BATCH / PATCH (default: the job's,
-# 8 and 64 -- the recipe of every shipped file), STEPS (prepare: the job's nominal --qat-steps, default 20000).
+# BATCH / PATCH (default: the job's, 8 and 64 -- the recipe of every shipped file), STEPS (prepare: the job's
+# nominal --qat-steps, default 20000). Three jobs of 150 s fit one 10-minute call with the probes and start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 case "$mode" in
 prepare)
-  mkdir -p runs/gpu
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 -d .whl ai-edge-litert==2.3.0
+  mkdir -p runs/gpu runs/gpu_exports
+  # the job reads and writes TFLite flatbuffers with ai-edge-litert's schema: its pure-Python files (0.7 MB, copied
+  # from the installed package; without libLiteRt.so its __init__ loads nothing native) instead of the 22 MB wheel,
+  # so that the jobs, the wheel and the repository would not crowd the call's 64 MiB
+  grep -qx '/.gpu_site/' .git/info/exclude 2>/dev/null || echo '/.gpu_site/' >> .git/info/exclude
+  rm -rf .gpu_site && mkdir -p .gpu_site/ai_edge_litert/tools
+  src=$(python3 -c 'import ai_edge_litert, os; print(os.path.dirname(ai_edge_litert.__file__))')
+  cp "$src"/__init__.py "$src"/schema_py_generated.py .gpu_site/ai_edge_litert/
+  cp "$src"/tools/__init__.py "$src"/tools/flatbuffer_utils.py "$src"/tools/mmap_utils.py .gpu_site/ai_edge_litert/tools/
   steps=${STEPS:-20000}
   cal=${SRDEPLOY_DATA:-../shared/data}/div2k/HR
   job() {  # name, then sr-export arguments
     local name=$1; shift
     sr-export "$@" --int8 --calib "$cal" --int8-params none --qat-steps "$steps" \
-      --qat-job "runs/gpu/$name.qatjob.npz" --out "runs/gpu/export_$name" --json > "runs/gpu/export_$name.json"
+      --qat-job "runs/gpu/$name.qatjob.npz" --out "runs/gpu_exports/$name" --json > "runs/gpu_exports/$name.json"
   }
   job imdn_rtc_x2 --model imdn_rtc --size 720x480 --int8-rewrites split_mean,dcr,gelu,slice_conv,slice_select \
     --equalize off
   job imdn_x4 --model imdn --scale 4 --size 256x256 --equalize off
   job dipnet_x4 --model dipnet --scale 4 --size 256x256 --equalize off
-  ls -la runs/gpu/*.qatjob.npz .whl/
+  ls -la runs/gpu/*.qatjob.npz; du -sh .gpu_site
   ;;
 run)
   seconds=${2:?usage: gpu_qat_jobs.sh run SECONDS_PER_JOB}
   out=${OUT:-runs/gpu/out}
   mkdir -p "$out"
-  if [ "${DEVICE:-cuda}" != cpu ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site
-  fi
-  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+  export PYTHONPATH="$PWD/.gpu_site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
   extra=()
   [ -n "${BATCH:-}" ] && extra+=(--batch "$BATCH")
   [ -n "${PATCH:-}" ] && extra+=(--patch "$PATCH")
@@ -61,5 +62,5 @@ run)
   done
   ;;
 *)
-  sed -n 2,23p "$0"; exit 2 ;;
+  sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
 esac

@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SrDeployError
+from ..fsutil import atomic_write
 
 __all__ = ["FORMAT", "Int8Params", "extract", "load", "save", "apply", "graph_signature"]
 
@@ -125,15 +125,14 @@ def save(params: Int8Params, path: str | os.PathLike) -> Path:
     arrays["ranges"] = np.array([[i, lo, hi] for i, (lo, hi) in sorted(params.ranges.items())], np.float64)
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".int8params-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: savez_to(tmp, arrays))
     return path
+
+
+def savez_to(path: Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> None:
+    """``np.savez`` into exactly *path* (given a file name, NumPy would append ``.npz`` to a temporary one)."""
+    with open(path, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
 
 
 def load(path: str | os.PathLike, sha256: str | None = None) -> Int8Params:

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SrDeployError
+from ..fsutil import atomic_write
+from .int8_params import savez_to
 
 __all__ = ["FORMAT", "QATJob", "load", "main", "run"]
 
@@ -87,14 +88,7 @@ class QATJob:
         arrays["held_out"] = np.ascontiguousarray(self.held_out, np.uint8)
         arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".qatjob-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: savez_to(tmp, arrays, compressed=True))
         return path
 
 
