@@ -105,27 +105,21 @@ def convert_int8(saved_model_dir: Path, frames: np.ndarray, io: str = "float32",
             final = int8_params.apply(calibrated, params)
             blob = quantize_calibrated(final, io)
             how = {"ranges": {"method": "int8-params"}, "int8_params": params.describe()}
-            if qat_steps and job_out is not None:
-                how["qat"] = _qat_job(job_out, calibrated, final, qat_steps, qat_images,
-                                      held_out if held_out is not None else frames, seed, resumed=True)
-            elif qat_steps:  # resume: QAT goes on from the file's weights and ranges, toward the float model
-                blob, how["qat"], final = _quantization_aware(
-                    calibrated, final, blob, io, qat_steps, qat_images,
-                    held_out if held_out is not None else frames, seed, progress, log, resumed=True)
-            if qat_steps:
-                how["qat"]["continued_from"] = {k: params.meta[k] for k in ("made_at", "made_with")
-                                                if k in params.meta} or params.describe()
         else:
             calibrated = calibrate(saved_model_dir, frames)
             blob, choice = select_ranges(calibrated, frames, held_out, ranges, io, seed, log)
             how, final = {"ranges": choice.to_json()}, choice.calibrated
-            if qat_steps and job_out is not None:
-                how["qat"] = _qat_job(job_out, calibrated, final, qat_steps, qat_images,
-                                      held_out if held_out is not None else frames, seed, resumed=False)
-            elif qat_steps:
-                blob, how["qat"], final = _quantization_aware(
-                    calibrated, choice.calibrated, blob, io, qat_steps, qat_images,
-                    held_out if held_out is not None else frames, seed, progress, log)
+        # QAT from *final*, toward the float model of *calibrated*'s weights; with a parameter file it resumes
+        # from the file's weights and ranges
+        judge, resumed = held_out if held_out is not None else frames, params is not None
+        if qat_steps and job_out is not None:
+            how["qat"] = _qat_job(job_out, calibrated, final, qat_steps, qat_images, judge, seed, resumed)
+        elif qat_steps:
+            blob, how["qat"], final = _quantization_aware(calibrated, final, blob, io, qat_steps, qat_images,
+                                                          judge, seed, progress, log, resumed=resumed)
+        if qat_steps and resumed:
+            how["qat"]["continued_from"] = {k: params.meta[k] for k in ("made_at", "made_with")
+                                            if k in params.meta} or params.describe()
         if act == "int8":  # (--act mixed quantizes through ai-edge-quantizer, with its own image ranges)
             how["pixel_grid"] = {"tensors": ["input", "output"], "range": list(PIXEL_RANGE), "scale": "1/255",
                                  "zero_point": -128, "note": "int8 level q is byte q+128 (values clamped to [0, 1])"}

@@ -198,12 +198,11 @@ def simulated_fidelity(graph, teacher, crops: np.ndarray, device) -> float:
     return worst
 
 
-def _steps_for(job: QATJob, seconds: float, device, log) -> tuple[int, dict]:
-    """The number of steps that fits *seconds*, from a timed probe of a copy (its first steps, which
-    compile the fused quantizers, are not counted)."""
+def _steps_for(job: QATJob, graph, teacher, seconds: float, device, log) -> tuple[int, dict]:
+    """The number of steps that fits *seconds*, from a timed probe of a copy of *graph* (its first steps,
+    which compile the fused quantizers, are not counted)."""
     from .qat import finetune
 
-    graph, teacher = _graphs(job)
     marks = {}
     probe = 40
 
@@ -236,13 +235,13 @@ def run(job: QATJob, out: str | os.PathLike, device: str = "auto", steps: int | 
         job.batch = batch
     if patch is not None:
         job.patch = patch
+    if seconds is not None and steps is not None:
+        raise SrDeployError("give --steps or --seconds, not both")
+    graph, teacher = _graphs(job)
     budget = None
     if seconds is not None:
-        if steps is not None:
-            raise SrDeployError("give --steps or --seconds, not both")
-        steps, budget = _steps_for(job, seconds, dev, log)
+        steps, budget = _steps_for(job, graph, teacher, seconds, dev, log)
     steps = job.steps if steps is None else steps
-    graph, teacher = _graphs(job)
     fresh_teacher = teacher if teacher is not None else copy.deepcopy(graph)  # the float graph to judge against
     before = simulated_fidelity(graph, fresh_teacher, job.held_out, dev)
     log(f"  QAT job: {steps} steps on {dev} (batch {job.batch}, {job.patch}x{job.patch} crops), simulated "
