@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SrDeployError
+from ..fsutil import atomic_copy
 from ..paths import cache_dir
 
 __all__ = ["SOCS", "setup", "is_ready", "compile_artifact", "compiled_name", "read_dispatch", "SimulatorRunner"]
@@ -209,9 +210,7 @@ def compile_artifact(artifact: Path, soc: str, out: Path) -> dict:
             return {"status": "error", "error": "compilation failed: " + "; ".join(reply["failed"])[:400]}
         figures = _offload(reply["report"], part)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_name(out.name + ".partial")
-        shutil.copyfile(part, tmp_out)
-        os.replace(tmp_out, out)
+        atomic_copy(part, out)
     from ..models.weights import sha256_file
 
     full = figures["ops_offloaded"] == figures["ops_total"] and not figures["left_on_cpu"]
