@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", type=Path, default=[DEFAULT_DIR])
     ap.add_argument("--model", action="append", metavar="NAME:SCALE",
-                    help="only this model (repeatable), e.g. imdn_rtc:2")
+                    help="only this model (repeatable), e.g. imdn_rtc:2, or imdn for every scale")
     ap.add_argument("--plot", help="write the curve here (PNG)")
     ap.add_argument("--json", help="write the points here")
     ap.add_argument("--target", type=float, default=0.10, help="target line, dB (default 0.10)")
@@ -157,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qat_curve: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     points = collect(args.paths)
-    if args.model:
-        wanted = {m.replace(":", " x") for m in args.model}
-        points = [p for p in points if p["model"] in wanted]
+    if args.model:  # NAME:SCALE, or NAME for every scale
+        points = [p for p in points if any(p["model"] == m.replace(":", " x") or p["model"].split(" x")[0] == m
+                                           for m in args.model)]
     if not points:
-        print("qat_curve: no manifest with an INT8 quality report found", file=sys.stderr)
+        print("qat_curve: no manifest with an INT8 quality report found"
+              + (f" for {', '.join(args.model)}" if args.model else ""), file=sys.stderr)
         return 2
     for p in points:
         print(f"{p['model']:<16} {p['series']:<44} {'+'.join(map(str, p['chain'])) or '0':>12}  "

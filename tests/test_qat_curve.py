@@ -50,6 +50,9 @@ def test_points_sum_resumed_chains_split_series_and_drop_duplicates(tmp_path):
     out = tmp_path / "curve.png"
     assert qat_curve.main([str(tmp_path), "--plot", str(out), "--json", str(tmp_path / "p.json")]) == 0
     assert out.stat().st_size > 10_000 and len(json.loads((tmp_path / "p.json").read_text())) == 5
+    for only, n in (("imdn_rtc:2", 5), ("imdn_rtc", 5), ("imdn_rtc:4", 0), ("dipnet", 0)):
+        code = qat_curve.main([str(tmp_path), "--model", only, "--json", str(tmp_path / "p.json")])
+        assert code == (0 if n else 2) and (not n or len(json.loads((tmp_path / "p.json").read_text())) == n)
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])
