@@ -46,11 +46,9 @@ def point(manifest: dict) -> dict | None:
         return None  # int16 / mixed activations are another curve
     params = q.get("int8_params") or {}
     own = q.get("qat")
-    if own:  # a QAT export: its own run (and what it resumed from)
-        chain, qat = _chain(own), own
-    else:  # the file it re-applied (the default command), or post-training
-        qat = (params.get("made_with") or {}).get("qat")
-        chain = _chain(qat)
+    # a QAT export: its own run (and what it resumed from); else the file it re-applied (the default command),
+    # or post-training (no chain)
+    chain = _chain(own or (params.get("made_with") or {}).get("qat"))
     h, w = manifest["io"]["tflite"]["input_shape"][1:3]
     images = (q.get("calibration") or {}).get("images") or []
     tags = []
@@ -90,7 +88,10 @@ def collect(paths: list[Path]) -> list[dict]:
             m = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        pt = point(m) if isinstance(m, dict) else None
+        try:
+            pt = point(m) if isinstance(m, dict) else None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            pt = None  # JSON that is not an sr-export manifest of this shape: not a point
         if pt is None:
             continue
         key = (pt["model"], pt["series"], tuple(pt["chain"]), pt["set5_drop_db"], pt["set14_drop_db"])

@@ -39,6 +39,9 @@ def test_points_sum_resumed_chains_split_series_and_drop_duplicates(tmp_path):
         "grid.json": _manifest((0.27, 0.22), params_qat=resumed, grid=True, size=(720, 480)),
         "other_crops.json": _manifest((0.33, 0.2), qat=resumed, images=("t91/tt1.png",)),
         "latency.json": {"rows": []},  # not a manifest: skipped
+        "odd.json": {"artifacts": [{"precision": "int8", "quantization": {}}],  # no io, no Set14: skipped
+                     "quality": {"Set5": {"int8_tflite": {"drop_db": 0.1}}}},
+        "odd2.json": dict(_manifest((0.1, 0.1)), io={}),  # malformed io: skipped, not a traceback
     }
     for name, m in files.items():
         (tmp_path / name).write_text(json.dumps(m))
