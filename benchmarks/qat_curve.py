@@ -21,6 +21,8 @@ import re
 import sys
 from pathlib import Path
 
+from srdeploy.fsutil import atomic_write, atomic_write_json
+
 DEFAULT_DIR = Path(__file__).resolve().parent / "results" / "int8_params"
 DEFAULT_REWRITES = {"split_mean", "dcr", "gelu"}  # sr-export's default --rewrites
 
@@ -139,9 +141,7 @@ def plot(points: list[dict], out: str, target: float) -> None:
         ax.set_xlabel("QAT steps (0 = post-training; ringed = a chain of resumed runs)")
     fig.suptitle(f"INT8 drop against PyTorch FP32 vs QAT steps (dashed: the {target} dB target)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
-    tmp = Path(out).with_name(Path(out).name + ".partial.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(out)
+    atomic_write(Path(out), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p['model']:<16} {p['series']:<44} {'+'.join(map(str, p['chain'])) or '0':>12}  "
               f"{p['set5_drop_db']:.3f} / {p['set14_drop_db']:.3f}  {p['manifest']}")
     if args.json:
-        tmp = Path(args.json + ".partial")
-        tmp.write_text(json.dumps(points, indent=1))
-        tmp.replace(args.json)
+        atomic_write_json(Path(args.json), points)
     if args.plot:
         plot(points, args.plot, args.target)
         print(f"wrote {args.plot}")
