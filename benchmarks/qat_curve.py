@@ -21,10 +21,10 @@ import re
 import sys
 from pathlib import Path
 
+from srdeploy.export.rewrites import DEFAULT_REWRITES  # sr-export's default --rewrites
 from srdeploy.fsutil import atomic_write, atomic_write_json
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "results" / "int8_params"
-DEFAULT_REWRITES = {"split_mean", "dcr", "gelu"}  # sr-export's default --rewrites
 
 
 def _chain(qat: dict | None) -> list[int]:
