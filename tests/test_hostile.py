@@ -293,6 +293,29 @@ def test_interrupted_export_leaves_the_earlier_export_whole(export24, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x"]  # no temporary folder left beside it
 
 
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tmp_path):
+    """SIGKILL gives no chance to clean up: the staging folder stays beside the output (old code:
+    for good -- hundreds of MB at 1080x1920). The next export into that folder, holding its lock,
+    removes it; a sibling folder's staging names are left alone."""
+    out = tmp_path / "x"
+    cmd = [sys.executable, "-m", "srdeploy.export.cli", "--model", "dipnet_lite", "--out", str(out)]
+    proc = subprocess.Popen(cmd + ["--size", "128x128", "--fp16"], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # killed once the ONNX is written into the staging folder
+        if line.startswith("[2/"):
+            proc.kill()
+            break
+    proc.wait(timeout=120)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(left) == 1 and left[0].startswith(".x.") and left[0].endswith(".partial"), left
+    sibling = tmp_path / ".x.v2.abcd1234.partial"  # the staging name of an export into "x.v2"
+    sibling.mkdir()
+    ok = run_cli("srdeploy.export.cli", "--model", "dipnet_lite", "--size", "24x24", "--out", str(out))
+    assert ok.returncode == 0, ok.stderr
+    assert f"removed {left[0]}" in ok.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.v2.abcd1234.partial", "x"]
+    assert consistent_export(out)["io"]["tflite"]["input_shape"] == [1, 24, 24, 3]
+
+
 def test_concurrent_exports_into_one_folder_never_mix(tmp_path):
     """A second export into a folder that another export is writing is refused (old code: both exit
     0 and the folder ends up a mix of the two)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from .errors import SrDeployError
 
 __all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir", "FolderLock", "read_user_json",
-           "staging_dir", "swap_in"]
+           "remove_stale_staging", "staging_dir", "swap_in"]
 
 
 def read_user_json(path: Path, max_bytes: int, kind: str, label: str | None = None):
@@ -111,6 +112,21 @@ def staging_dir(final: Path) -> Path:
     os.umask(umask)
     os.chmod(staged, 0o777 & ~umask)
     return staged
+
+
+def remove_stale_staging(final: Path) -> list[str]:
+    """Remove the hidden folders a killed writer of *final* left beside it -- a staging folder
+    (``.NAME.XXXXXXXX.partial``, :func:`staging_dir`) or a replaced one (``.NAME.old-XXXXXXXX``,
+    :func:`swap_in`) -- and return their names. Call it only while holding ``FolderLock(final)``:
+    then no live writer owns them. The names are matched exactly (tempfile's 8 random characters),
+    so the folders of a sibling such as ``NAME.v2`` are never touched."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(?:[a-z0-9_]{{8}}\.partial|old-[a-z0-9_]{{8}})")
+    removed = []
+    for p in final.parent.iterdir():
+        if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return sorted(removed)
 
 
 def swap_in(staged: Path, final: Path) -> None:

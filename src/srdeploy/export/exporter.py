@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ParityError, SrDeployError
-from ..fsutil import FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, staging_dir, swap_in
+from ..fsutil import (FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, remove_stale_staging,
+                      staging_dir, swap_in)
 from ..models.weights import sha256_file
 from ..quantize.qat_job import MAX_STEPS as MAX_QAT_STEPS  # (one bound for sr-export and QAT jobs)
 from ..runtime import OnnxRunner, TFLiteRunner
@@ -292,6 +293,10 @@ class Exporter:
         try:
             with FolderLock(final):
                 self._check_out_dir()  # again, now that no other writer can change it
+                # a killed export (SIGKILL, power loss) leaves its staging folder behind -- hundreds of
+                # MB at 1080x1920; holding the lock, this run is the only writer that could own one
+                for name in remove_stale_staging(final):
+                    self.log(f"removed {name}, left beside {final.name} by an export that was killed")
                 staged = staging_dir(final)
                 self.out_dir = staged
                 try:
