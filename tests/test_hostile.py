@@ -35,6 +35,17 @@ def sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
+def export_until(out: Path, size: str, stage: str, **popen) -> subprocess.Popen:
+    """A dipnet_lite export into *out* (FP16 too), started and read until its progress line for
+    *stage* (e.g. "[2/": the ONNX is written into the staging folder): the process is then mid-export."""
+    proc = subprocess.Popen([sys.executable, "-m", "srdeploy.export.cli", "--model", "dipnet_lite", "--size", size,
+                             "--fp16", "--out", str(out)], stderr=subprocess.PIPE, text=True, **popen)
+    for line in proc.stderr:
+        if line.startswith(stage):
+            break
+    return proc
+
+
 def consistent_export(folder: Path) -> dict:
     """The folder's manifest describes exactly the files beside it (names and checksums)."""
     man = json.loads((folder / "manifest.json").read_text())
@@ -285,12 +296,9 @@ def test_interrupted_export_leaves_the_earlier_export_whole(export24, tmp_path):
     # export -- its folder must then be the new export, whole -- and the test tries again, up to three
     # times, and fails unless one try was really interrupted
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "srdeploy.export.cli", "--model", "dipnet_lite", "--size",
-                                 "128x128", "--fp16", "--out", str(out)], stderr=subprocess.PIPE, text=True)
-        for line in proc.stderr:  # interrupt once the new ONNX has been written (the old code put it in out/)
-            if line.startswith("[2/"):
-                proc.send_signal(signal.SIGINT)
-                break
+        # interrupt once the new ONNX has been written (the old code put it in out/)
+        proc = export_until(out, "128x128", "[2/")
+        proc.send_signal(signal.SIGINT)
         proc.stderr.read()
         proc.wait(timeout=120)
         assert [p.name for p in tmp_path.iterdir()] == ["x"]  # no temporary folder left beside it
@@ -309,12 +317,8 @@ def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tmp_path)
     for good -- hundreds of MB at 1080x1920). The next export into that folder, holding its lock,
     removes it; a sibling folder's staging names are left alone."""
     out = tmp_path / "x"
-    cmd = [sys.executable, "-m", "srdeploy.export.cli", "--model", "dipnet_lite", "--out", str(out)]
-    proc = subprocess.Popen(cmd + ["--size", "128x128", "--fp16"], stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:  # killed once the ONNX is written into the staging folder
-        if line.startswith("[2/"):
-            proc.kill()
-            break
+    proc = export_until(out, "128x128", "[2/")  # killed once the ONNX is written into the staging folder
+    proc.kill()
     proc.wait(timeout=120)
     left = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert len(left) == 1 and left[0].startswith(".x.") and left[0].endswith(".partial"), left
@@ -332,11 +336,7 @@ def test_concurrent_exports_into_one_folder_never_mix(tmp_path):
     0 and the folder ends up a mix of the two)."""
     out = tmp_path / "x"
     cmd = [sys.executable, "-m", "srdeploy.export.cli", "--model", "dipnet_lite", "--out", str(out)]
-    first = subprocess.Popen(cmd + ["--size", "96x96", "--fp16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-    for line in first.stderr:  # the first one is exporting now
-        if line.startswith("[1/"):
-            break
+    first = export_until(out, "96x96", "[1/", stdout=subprocess.PIPE)  # the first one is exporting now
     second = subprocess.run(cmd + ["--size", "24x24"], capture_output=True, text=True, timeout=300)
     overlapped = first.poll() is None
     first.wait(timeout=300)
