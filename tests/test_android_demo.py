@@ -113,6 +113,28 @@ def test_bundle_refuses_unsupported_io_and_keeps_previous(rtc_export, tmp_path):
                           np.frombuffer((rtc_export / "model_fp32.tflite").read_bytes(), np.uint8))
 
 
+def test_bundle_removes_a_killed_bundles_staging_and_refuses_a_second_writer(rtc_export, tmp_path):
+    """A killed sr-bundle leaves its staging folder in the app's assets (old code: for good, beside every
+    later bundle); the next sr-bundle, holding the folder's lock, removes it and leaves a sibling's
+    alone. While another writer holds the lock, a bundle is refused and the installed one is kept."""
+    from srdeploy.fsutil import FolderLock
+
+    app = _app_copy(tmp_path)
+    assets = (app / ASSET_SUBDIR).parent
+    stale = assets / f".{ASSET_SUBDIR.name}.abcd1234.partial"
+    stale.mkdir(parents=True)
+    (stale / "model_int8.tflite").write_bytes(b"half a model")
+    sibling = assets / f".{ASSET_SUBDIR.name}2.abcd1234.partial"
+    sibling.mkdir()
+    dest = bundle(rtc_export, app)
+    assert sorted(p.name for p in assets.iterdir()) == [sibling.name, ASSET_SUBDIR.name]
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    with FolderLock(dest):
+        with pytest.raises(SrDeployError, match="another process is writing"):
+            bundle(rtc_export, app, "model_fp32.tflite")
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
 def test_bundle_cli_errors(rtc_export, tmp_path):
     from .conftest import run_cli
 

@@ -226,6 +226,23 @@ def test_bad_grid_is_one_line_before_any_task(argv, message, tmp_path):
     assert not out.exists()  # nothing written, no Ray started
 
 
+def test_a_second_sweep_into_the_same_out_is_refused(tmp_path):
+    """Two sweeps into one --out (old code: both pass the empty-folder check and interleave their
+    results) -- the second is refused in one line, before Ray starts, and writes nothing."""
+    from srdeploy.cli_util import run_cli
+    from srdeploy.fsutil import FolderLock
+    from srdeploy.sweep.cli import main
+
+    out = tmp_path / "o"
+    err = io.StringIO()
+    with FolderLock(out), contextlib.redirect_stderr(err):
+        rc = run_cli("sr-sweep", main, ["--model", "imdn_rtc", "--size", "64x64", "--out", str(out)])
+    assert rc == 2
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and "another process is writing" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_plan_file_and_unknown_keys(tmp_path):
     from srdeploy.cli_util import run_cli
     from srdeploy.sweep.cli import main

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..cli_util import OneLineParser, run_cli
 from ..errors import SrDeployError
-from ..fsutil import read_user_json, staging_dir, swap_in
+from ..fsutil import FolderLock, read_user_json, remove_stale_staging, staging_dir, swap_in
 from ..models.weights import sha256_file
 
 __all__ = ["bundle", "APP_DTYPES", "ASSET_SUBDIR"]
@@ -222,16 +222,20 @@ def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = N
     reduced["accelerators"] = (["npu"] if compiled else []) + ["gpu", "cpu"]
     dest = app_dir / ASSET_SUBDIR
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_dir(dest)
-    try:
-        shutil.copyfile(src, staging / name)
-        for c in compiled.values():
-            shutil.copyfile(export_dir / c["file"], staging / c["file"])
-        (staging / "manifest.json").write_text(json.dumps(reduced, indent=2) + "\n")
-        swap_in(staging, dest)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    # one writer at a time (a second sr-bundle into the same app is refused in one line); holding the lock,
+    # the staging folders a killed sr-bundle left in the app's assets are this run's to remove
+    with FolderLock(dest):
+        remove_stale_staging(dest)
+        staging = staging_dir(dest)
+        try:
+            shutil.copyfile(src, staging / name)
+            for c in compiled.values():
+                shutil.copyfile(export_dir / c["file"], staging / c["file"])
+            (staging / "manifest.json").write_text(json.dumps(reduced, indent=2) + "\n")
+            swap_in(staging, dest)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 

@@ -26,13 +26,14 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 from .. import __version__
 from ..errors import SrDeployError
-from ..fsutil import atomic_write_json, staging_dir, swap_in
+from ..fsutil import FolderLock, atomic_write_json, ensure_writable_dir, remove_stale_staging, staging_dir, swap_in
 from .plan import HOST, Cell, ExportGroup, Plan
 
 __all__ = ["run_sweep", "local_resources", "FINISHED"]
@@ -207,6 +208,7 @@ class _Sweep:
     def save_export(self, g: ExportGroup, value: dict) -> None:
         final = self.out / "exports" / g.key
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(final)  # a killed sweep's half-saved copy (run_sweep holds the --out lock)
         staged = staging_dir(final)
         for name, data in value["files"].items():
             (staged / name).write_bytes(data)
@@ -397,17 +399,29 @@ def load_previous(out: Path) -> tuple[dict[str, dict], dict]:
 def run_sweep(plan: Plan, out: str | Path, address: str | None = None, resume: bool = False, retries: int = 2,
               num_cpus: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Run every cell of *plan* not already finished in *out*; returns the results document."""
-    from . import tasks
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SrDeployError(f"--out {out} exists and is not a folder")
+    if not 0 <= retries <= 10:
+        raise SrDeployError(f"--retries must be 0..10, got {retries}")
+    created = ensure_writable_dir(out.parent)
+    try:
+        with FolderLock(out):  # a second sweep into the same --out is refused in one line, not interleaved
+            return _run_sweep_locked(plan, out, address, resume, num_cpus, retries, log)
+    except SrDeployError:
+        if created is not None and not out.exists():  # no parent folder left behind by a refused sweep
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _run_sweep_locked(plan: Plan, out: Path, address: str | None, resume: bool, num_cpus: int | None,
+                      retries: int, log: Callable[[str], None]) -> dict:
+    from . import tasks
+
     if (out / RESULTS).exists() and not resume:
         raise SrDeployError(f"{out} already holds a sweep: add --resume to finish it, or choose another --out")
     if out.is_dir() and not (out / RESULTS).exists() and any(out.iterdir()):
         raise SrDeployError(f"--out {out} is not empty and holds no sweep: choose an empty or new folder")
-    if not 0 <= retries <= 10:
-        raise SrDeployError(f"--retries must be 0..10, got {retries}")
     previous, before = load_previous(out) if resume else ({}, {})
     ray = _import_ray()
     out.mkdir(parents=True, exist_ok=True)
