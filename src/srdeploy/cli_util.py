@@ -4,14 +4,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 from .errors import SrDeployError
 
 
 def parse_hw(text: str | None, flag: str = "--size") -> tuple[int, int] | None:
-    """``"720x480"`` → (720, 720); None stays None; anything else is a one-line user error."""
+    """``"720x480"`` → (720, 480); None stays None; anything else is a one-line user error."""
     if text is None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
@@ -27,11 +29,35 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+#: set by Ctrl-C (SIGINT) during a command run through :func:`run_cli`. It stays set where a library
+#: swallows the KeyboardInterrupt -- onnx2tf wraps its simplifier subprocess and shape inference in bare
+#: ``except:`` clauses, so a Ctrl-C that lands there was lost and the export ran on to completion (seen
+#: under load) -- and long work calls :func:`raise_if_interrupted` between its stages.
+_interrupted = False
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed during this command, even if it was swallowed."""
+    if _interrupted:
+        raise KeyboardInterrupt
+
+
+def _on_sigint(signum, frame) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Call *main*; map user errors to one line on stderr and their exit code."""
+    """Call *main*; map user errors to one line on stderr and their exit code; Ctrl-C → exit 130."""
     from . import errors
 
+    global _interrupted
     errors.PROGRAM = prog
+    _interrupted = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
         return main(argv)
     except SrDeployError as exc:
@@ -48,6 +74,9 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
         print(f"{prog}: internal error: {type(exc).__name__}: {msg} (set SRDEPLOY_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def check_output_file(path: str | None, flag: str) -> None:

@@ -1,11 +1,14 @@
 """Write-then-rename helpers: an artifact is either complete under its name or absent."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import SrDeployError
@@ -129,14 +132,39 @@ def remove_stale_staging(final: Path) -> list[str]:
     return sorted(removed)
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and deliver it right after. Blocking the
+    signal (pthread_sigmask) is not enough: any other thread (TensorFlow starts many) may take it and
+    the main thread then runs Python's handler between any two statements."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            if callable(previous):
+                previous(signal.SIGINT, None)  # e.g. Python's default: raises KeyboardInterrupt now
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
 def swap_in(staged: Path, final: Path) -> None:
     """Replace folder *final* by the complete folder *staged* (same parent) with renames: a reader
-    sees the old folder or the new one, never a mix."""
+    sees the old folder or the new one, never a mix. A Ctrl-C between the two renames would have left
+    neither under its name (the old one hidden as ``.NAME.old-*``, which the next writer's
+    :func:`remove_stale_staging` deletes); it is held until both are done
+    and the old folder is removed."""
     old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.rmdir(old)
-        os.replace(final, old)
-    os.replace(staged, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with _ctrl_c_deferred():
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.rmdir(old)
+            os.replace(final, old)
+        os.replace(staged, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

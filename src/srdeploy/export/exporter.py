@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..cli_util import raise_if_interrupted
 from ..errors import ParityError, SrDeployError
 from ..fsutil import (FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, remove_stale_staging,
                       staging_dir, swap_in)
@@ -305,6 +306,7 @@ class Exporter:
                     swap_in(staged, final)
                     staged = None
                     raise
+                raise_if_interrupted()  # never swap in an export the user interrupted
                 swap_in(staged, final)
                 staged = None
                 return manifest
@@ -499,6 +501,7 @@ class Exporter:
         return report
 
     def _stop_if_failed(self) -> None:
+        raise_if_interrupted()  # a Ctrl-C that a library swallowed mid-stage stops the export here
         if self.results and not self.results[-1].passed:
             self._write_manifest("failed")
             raise ParityError(f"parity gate failed for {self.results[-1].artifact} "
