@@ -340,6 +340,7 @@ def test_a_ctrl_c_that_a_library_swallows_still_stops_the_export(tmp_path, monke
     that landed there was lost and the export ran on and exited 0 (old code; seen under load in CI).
     Here the conversion swallows one the same way; the export stops at the next stage boundary with
     exit 130, and nothing of it is left."""
+    import srdeploy
     import srdeploy.export.exporter as ex
     from srdeploy.cli_util import run_cli as run_in_process
     from srdeploy.export.cli import main
@@ -360,6 +361,14 @@ def test_a_ctrl_c_that_a_library_swallows_still_stops_the_export(tmp_path, monke
     assert rc == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "sr-export: interrupted"
     assert list(tmp_path.iterdir()) == []
+    # the interrupt was that command's: an export through the Python API in the same process afterwards
+    # runs (the flag left set once stopped every later in-process export with a KeyboardInterrupt)
+    monkeypatch.setattr(ex, "convert_onnx2tf", real)
+    try:
+        man = srdeploy.export("dipnet_lite", size="24x24", out=str(out), log=lambda m: None)
+    except KeyboardInterrupt:  # (not let through: it would stop the whole test session)
+        pytest.fail("an in-process export after the interrupted command was stopped by its stale interrupt")
+    assert man["status"] == "passed"
 
 
 def test_a_ctrl_c_between_the_renames_of_a_swap_is_held_until_both_are_done(tmp_path, monkeypatch):

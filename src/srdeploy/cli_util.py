@@ -77,6 +77,7 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        _interrupted = False  # the flag is this command's: library calls after it (srdeploy.export) start clean
 
 
 def check_output_file(path: str | None, flag: str) -> None:
