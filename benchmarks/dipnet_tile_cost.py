@@ -7,6 +7,8 @@ import json, sys, time
 from srdeploy.benchmark.evaluate import find_dataset, evaluate_dataset, make_predictor
 from srdeploy.paths import data_dir
 
+if len(sys.argv) != 2 or data_dir() is None:
+    sys.exit("usage: python benchmarks/dipnet_tile_cost.py OUT.json (Set5/Set14 from SRDEPLOY_DATA)")
 out = {}
 for name in ("Set5", "Set14"):
     ds = find_dataset(data_dir() / name, 4)
