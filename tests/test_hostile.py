@@ -401,6 +401,28 @@ def test_a_ctrl_c_between_the_renames_of_a_swap_is_held_until_both_are_done(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["x"] and (final / "new").read_text() == "new"
 
 
+def test_a_previous_export_moved_aside_by_a_killed_swap_is_restored(tmp_path):
+    """A writer killed between swap_in's two renames leaves the previous folder only as .x.old-*, and no x
+    (old code: the next writer deleted it -- the previous export was lost if that writer failed too).
+    Now it is renamed back; with x present, an .old-* folder is only garbage and is removed."""
+    from srdeploy.fsutil import remove_stale_staging
+
+    final = tmp_path / "x"
+    moved = tmp_path / ".x.old-abcd1234"
+    moved.mkdir()
+    (moved / "manifest.json").write_text("previous")
+    staging = tmp_path / ".x.efgh5678.partial"
+    staging.mkdir()
+    sibling = tmp_path / ".x.v2.old-abcd1234"  # of a folder named x.v2: never touched
+    sibling.mkdir()
+    assert remove_stale_staging(final) == [("removed", staging.name), ("restored", moved.name)]  # by name
+    assert (final / "manifest.json").read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sibling.name, "x"]
+    moved.mkdir()
+    assert remove_stale_staging(final) == [("removed", moved.name)]
+    assert (final / "manifest.json").read_text() == "previous" and not moved.exists()
+
+
 def test_concurrent_exports_into_one_folder_never_mix(tmp_path):
     """A second export into a folder that another export is writing is refused (old code: both exit
     0 and the folder ends up a mix of the two)."""

@@ -117,19 +117,26 @@ def staging_dir(final: Path) -> Path:
     return staged
 
 
-def remove_stale_staging(final: Path) -> list[str]:
-    """Remove the hidden folders a killed writer of *final* left beside it -- a staging folder
-    (``.NAME.XXXXXXXX.partial``, :func:`staging_dir`) or a replaced one (``.NAME.old-XXXXXXXX``,
-    :func:`swap_in`) -- and return their names. Call it only while holding ``FolderLock(final)``:
-    then no live writer owns them. The names are matched exactly (tempfile's 8 random characters),
-    so the folders of a sibling such as ``NAME.v2`` are never touched."""
+def remove_stale_staging(final: Path) -> list[tuple[str, str]]:
+    """Deal with the hidden folders a killed writer of *final* left beside it, and return what was done,
+    as ``("removed" | "restored", name)`` pairs. A staging folder (``.NAME.XXXXXXXX.partial``,
+    :func:`staging_dir`) is removed. A replaced folder (``.NAME.old-XXXXXXXX``, :func:`swap_in`) is removed
+    when *final* exists; when *final* is missing, the writer was killed between swap_in's two renames and
+    that folder is the previous complete one: it is renamed back (the newest, if several). Call it only
+    while holding ``FolderLock(final)``: then no live writer owns them. The names are matched exactly
+    (tempfile's 8 random characters), so the folders of a sibling such as ``NAME.v2`` are never touched."""
     pattern = re.compile(rf"\.{re.escape(final.name)}\.(?:[a-z0-9_]{{8}}\.partial|old-[a-z0-9_]{{8}})")
-    removed = []
-    for p in final.parent.iterdir():
-        if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p.name)
-    return sorted(removed)
+    found = [p for p in final.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    done = []
+    olds = sorted((p for p in found if ".old-" in p.name), key=lambda p: p.stat().st_mtime)
+    if olds and not final.exists() and not final.is_symlink():
+        os.replace(olds[-1], final)
+        done.append(("restored", olds[-1].name))
+        found.remove(olds[-1])
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(("removed", p.name))
+    return sorted(done, key=lambda d: d[1])
 
 
 @contextlib.contextmanager
@@ -156,8 +163,8 @@ def _ctrl_c_deferred():
 def swap_in(staged: Path, final: Path) -> None:
     """Replace folder *final* by the complete folder *staged* (same parent) with renames: a reader
     sees the old folder or the new one, never a mix. A Ctrl-C between the two renames would have left
-    neither under its name (the old one hidden as ``.NAME.old-*``, which the next writer's
-    :func:`remove_stale_staging` deletes); it is held until both are done
+    neither under its name (the old one hidden as ``.NAME.old-*`` until the next writer's
+    :func:`remove_stale_staging` restores it); it is held until both are done
     and the old folder is removed."""
     old = None
     with _ctrl_c_deferred():

@@ -296,8 +296,10 @@ class Exporter:
                 self._check_out_dir()  # again, now that no other writer can change it
                 # a killed export (SIGKILL, power loss) leaves its staging folder behind -- hundreds of
                 # MB at 1080x1920; holding the lock, this run is the only writer that could own one
-                for name in remove_stale_staging(final):
-                    self.log(f"removed {name}, left beside {final.name} by an export that was killed")
+                for action, name in remove_stale_staging(final):
+                    self.log(f"{action} {name}, left beside {final.name} by an export that was killed"
+                             + (f" (the previous {final.name}, moved aside when it was killed)"
+                                if action == "restored" else ""))
                 staged = staging_dir(final)
                 self.out_dir = staged
                 try:
