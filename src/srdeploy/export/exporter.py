@@ -297,9 +297,9 @@ class Exporter:
                 # a killed export (SIGKILL, power loss) leaves its staging folder behind -- hundreds of
                 # MB at 1080x1920; holding the lock, this run is the only writer that could own one
                 for action, name in remove_stale_staging(final):
-                    self.log(f"{action} {name}, left beside {final.name} by an export that was killed"
-                             + (f" (the previous {final.name}, moved aside when it was killed)"
-                                if action == "restored" else ""))
+                    self.log(f"removed {name}, left beside {final.name} by an export that was killed"
+                             if action == "removed" else
+                             f"restored the previous {final.name} from {name}, where an export killed mid-swap left it")
                 staged = staging_dir(final)
                 self.out_dir = staged
                 try:

@@ -114,8 +114,9 @@ def _int8_file(file: str, sha256: str, float_sha256: str, command: str, made: st
     """A shipped quantization-ready INT8 parameter file (srdeploy.quantize.int8_params), embedded; *rewrites*:
     those of the graph it was made on, which the default INT8 export then quantizes (the float artifacts keep
     --rewrites) -- a record of how the file was made, so spelled out here rather than taken from the exporter's
-    DEFAULT_REWRITES, which may change after the file was made (and models/ does not import export/). *drops*: the default INT8 export's quality report with this file as it is today (output on the
-    pixel grid since 2026-12-05, session 19; benchmarks/results/int8_params/pixel_grid/), not when it was made."""
+    DEFAULT_REWRITES, which may change after the file was made (and models/ does not import export/). *drops*:
+    the default INT8 export's quality report with this file as it is today (output on the pixel grid since
+    2026-12-05, session 19; benchmarks/results/int8_params/pixel_grid/), not when it was made."""
     return WeightsSpec(file, sha256, url="", embedded=True,
                        source="srdeploy sr-export --qat-steps (embedded in the package)",
                        training=f"`{command}` ({made})",
