@@ -405,7 +405,7 @@ def test_a_previous_export_moved_aside_by_a_killed_swap_is_restored(tmp_path):
     """A writer killed between swap_in's two renames leaves the previous folder only as .x.old-*, and no x
     (old code: the next writer deleted it -- the previous export was lost if that writer failed too).
     Now it is renamed back; with x present, an .old-* folder is only garbage and is removed."""
-    from srdeploy.fsutil import remove_stale_staging
+    from srdeploy.fsutil import recover_stale_staging
 
     final = tmp_path / "x"
     moved = tmp_path / ".x.old-abcd1234"
@@ -415,11 +415,11 @@ def test_a_previous_export_moved_aside_by_a_killed_swap_is_restored(tmp_path):
     staging.mkdir()
     sibling = tmp_path / ".x.v2.old-abcd1234"  # of a folder named x.v2: never touched
     sibling.mkdir()
-    assert remove_stale_staging(final) == [("removed", staging.name), ("restored", moved.name)]  # by name
+    assert recover_stale_staging(final) == [("removed", staging.name), ("restored", moved.name)]  # by name
     assert (final / "manifest.json").read_text() == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == [sibling.name, "x"]
     moved.mkdir()
-    assert remove_stale_staging(final) == [("removed", moved.name)]
+    assert recover_stale_staging(final) == [("removed", moved.name)]
     assert (final / "manifest.json").read_text() == "previous" and not moved.exists()
 
 

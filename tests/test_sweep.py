@@ -271,3 +271,33 @@ def test_without_ray_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == 'sr-sweep: error: sr-sweep needs Ray: pip install -e ".[sweep]" (or pip install "ray==2.60.*")'
     assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_export_whose_save_fails_leaves_the_earlier_copy_and_no_staging(tmp_path, monkeypatch):
+    """Saving a group's export that fails mid-write (disk full) keeps the copy saved before, whole, and
+    removes its staging folder (old code: the half-written hidden folder stayed until the next save)."""
+    import errno
+    from pathlib import Path
+
+    from srdeploy.sweep.engine import _Sweep
+    from srdeploy.sweep.plan import build_plan
+
+    plan = build_plan(["imdn_rtc"], [], None, ["64x64"], ["fp32"], ["host"])
+    (g,) = plan.groups()
+    sweep = _Sweep(plan, tmp_path, None, 0, lambda m: None, {}, {})
+    sweep.save_export(g, {"files": {"manifest.json": b"first", "model_fp32.tflite": b"a"}})
+    folder = tmp_path / "exports" / g.key
+    assert (folder / "manifest.json").read_bytes() == b"first"
+
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.name == "model_fp32.tflite":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError):
+        sweep.save_export(g, {"files": {"manifest.json": b"second", "model_fp32.tflite": b"b"}})
+    assert (folder / "manifest.json").read_bytes() == b"first" and (folder / "model_fp32.tflite").read_bytes() == b"a"
+    assert sorted(p.name for p in folder.parent.iterdir()) == [g.key]  # no .KEY.*.partial left

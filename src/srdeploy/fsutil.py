@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import SrDeployError
 
 __all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir", "FolderLock", "read_user_json",
-           "remove_stale_staging", "staging_dir", "swap_in"]
+           "recover_stale_staging", "replaced_whole", "staging_dir", "swap_in"]
 
 
 def read_user_json(path: Path, max_bytes: int, kind: str, label: str | None = None):
@@ -117,7 +117,7 @@ def staging_dir(final: Path) -> Path:
     return staged
 
 
-def remove_stale_staging(final: Path) -> list[tuple[str, str]]:
+def recover_stale_staging(final: Path) -> list[tuple[str, str]]:
     """Deal with the hidden folders a killed writer of *final* left beside it, and return what was done,
     as ``("removed" | "restored", name)`` pairs. A staging folder (``.NAME.XXXXXXXX.partial``,
     :func:`staging_dir`) is removed. A replaced folder (``.NAME.old-XXXXXXXX``, :func:`swap_in`) is removed
@@ -137,6 +137,24 @@ def remove_stale_staging(final: Path) -> list[tuple[str, str]]:
         shutil.rmtree(p, ignore_errors=True)
         done.append(("removed", p.name))
     return sorted(done, key=lambda d: d[1])
+
+
+
+@contextlib.contextmanager
+def replaced_whole(final: Path):
+    """Write a new *final* folder in a hidden staging folder beside it and swap it in whole when the block
+    ends normally; if the block raises (or is interrupted), the staging folder is removed and *final* stays
+    as it was. First the folders a killed writer left are dealt with (:func:`recover_stale_staging`). Call
+    it holding ``FolderLock(final)``. Yields the staging folder to write into. (The exporter does not use
+    it: a failed parity gate is swapped in too, for inspection, and it logs what it recovered.)"""
+    recover_stale_staging(final)
+    staged = staging_dir(final)
+    try:
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    swap_in(staged, final)
 
 
 @contextlib.contextmanager
@@ -164,7 +182,7 @@ def swap_in(staged: Path, final: Path) -> None:
     """Replace folder *final* by the complete folder *staged* (same parent) with renames: a reader
     sees the old folder or the new one, never a mix. A Ctrl-C between the two renames would have left
     neither under its name (the old one hidden as ``.NAME.old-*`` until the next writer's
-    :func:`remove_stale_staging` restores it); it is held until both are done
+    :func:`recover_stale_staging` restores it); it is held until both are done
     and the old folder is removed."""
     old = None
     with _ctrl_c_deferred():

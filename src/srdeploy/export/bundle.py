@@ -20,7 +20,7 @@ import numpy as np
 
 from ..cli_util import OneLineParser, run_cli
 from ..errors import SrDeployError
-from ..fsutil import FolderLock, read_user_json, remove_stale_staging, staging_dir, swap_in
+from ..fsutil import FolderLock, read_user_json, replaced_whole
 from ..models.weights import sha256_file
 
 __all__ = ["bundle", "APP_DTYPES", "ASSET_SUBDIR"]
@@ -224,18 +224,11 @@ def bundle(export_dir: str | Path, app_dir: str | Path, artifact: str | None = N
     dest.parent.mkdir(parents=True, exist_ok=True)
     # one writer at a time (a second sr-bundle into the same app is refused in one line); holding the lock,
     # the staging folders a killed sr-bundle left in the app's assets are this run's to remove
-    with FolderLock(dest):
-        remove_stale_staging(dest)
-        staging = staging_dir(dest)
-        try:
-            shutil.copyfile(src, staging / name)
-            for c in compiled.values():
-                shutil.copyfile(export_dir / c["file"], staging / c["file"])
-            (staging / "manifest.json").write_text(json.dumps(reduced, indent=2) + "\n")
-            swap_in(staging, dest)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+    with FolderLock(dest), replaced_whole(dest) as staging:
+        shutil.copyfile(src, staging / name)
+        for c in compiled.values():
+            shutil.copyfile(export_dir / c["file"], staging / c["file"])
+        (staging / "manifest.json").write_text(json.dumps(reduced, indent=2) + "\n")
     return dest
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..cli_util import raise_if_interrupted
 from ..errors import ParityError, SrDeployError
-from ..fsutil import (FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, remove_stale_staging,
+from ..fsutil import (FolderLock, atomic_copy, atomic_write_json, ensure_writable_dir, recover_stale_staging,
                       staging_dir, swap_in)
 from ..models.weights import sha256_file
 from ..quantize.qat_job import MAX_STEPS as MAX_QAT_STEPS  # (one bound for sr-export and QAT jobs)
@@ -296,7 +296,7 @@ class Exporter:
                 self._check_out_dir()  # again, now that no other writer can change it
                 # a killed export (SIGKILL, power loss) leaves its staging folder behind -- hundreds of
                 # MB at 1080x1920; holding the lock, this run is the only writer that could own one
-                for action, name in remove_stale_staging(final):
+                for action, name in recover_stale_staging(final):
                     self.log(f"removed {name}, left beside {final.name} by an export that was killed"
                              if action == "removed" else
                              f"restored the previous {final.name} from {name}, where an export killed mid-swap left it")

@@ -33,7 +33,7 @@ from typing import Callable
 
 from .. import __version__
 from ..errors import SrDeployError
-from ..fsutil import FolderLock, atomic_write_json, ensure_writable_dir, remove_stale_staging, staging_dir, swap_in
+from ..fsutil import FolderLock, atomic_write_json, ensure_writable_dir, replaced_whole
 from .plan import HOST, Cell, ExportGroup, Plan
 
 __all__ = ["run_sweep", "local_resources", "FINISHED"]
@@ -208,12 +208,12 @@ class _Sweep:
     def save_export(self, g: ExportGroup, value: dict) -> None:
         final = self.out / "exports" / g.key
         final.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(final)  # a killed sweep's half-saved copy (run_sweep holds the --out lock)
-        staged = staging_dir(final)
-        for name, data in value["files"].items():
-            (staged / name).write_bytes(data)
-        (staged / "sweep_group.json").write_text(json.dumps(g.config(), indent=1))
-        swap_in(staged, final)
+        # a killed sweep's half-saved copy is dealt with first (run_sweep holds the --out lock); a write that
+        # fails (disk full) leaves the earlier copy, if any, and no staging folder
+        with replaced_whole(final) as staged:
+            for name, data in value["files"].items():
+                (staged / name).write_bytes(data)
+            (staged / "sweep_group.json").write_text(json.dumps(g.config(), indent=1))
 
     def on_export(self, ray, remote, g: ExportGroup, cells: list[Cell], value, crash, pending) -> None:
         if crash:
