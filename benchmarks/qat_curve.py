@@ -8,8 +8,9 @@ report (Set5 / Set14 PSNR-Y drop of its INT8 TFLite against PyTorch FP32 of the 
 history recorded with its INT8 parameters — a fresh run's steps, or a chain of resumed runs (`continued_from`),
 summed. A post-training export is a point at 0 steps. Points are grouped into series by what else changes the
 result: export size, INT8 graph (default or with the slice rewrites), the output pixel grid (session 19 on),
-channel equalization, learned rounding, QAT crops from other images than DIV2K. Identical points (a QAT export
-and the default command that re-applies its file at the same size) are drawn once.
+channel equalization, learned rounding, QAT crops of another size or batch (a run on 128x128 crops resumed
+from one on 64x64 is "crops 8x64px then 2x128px"), QAT crops from other images than DIV2K. Identical points (a
+QAT export and the default command that re-applies its file at the same size) are drawn once.
 
 Written by hand: no library reads these manifests; matplotlib draws.
 """
@@ -27,14 +28,19 @@ from srdeploy.fsutil import atomic_write, atomic_write_json
 DEFAULT_DIR = Path(__file__).resolve().parent / "results" / "int8_params"
 
 
-def _chain(qat: dict | None) -> list[int]:
-    """QAT step counts of a run and the runs it continued from, oldest first."""
-    steps: list[int] = []
+def _runs(qat: dict | None) -> list[dict]:
+    """The QAT record of a run and of the runs it continued from, oldest first."""
+    runs: list[dict] = []
     while qat:
-        steps.insert(0, int(qat["steps"]))
+        runs.insert(0, qat)
         prev = qat.get("continued_from") or {}
         qat = (prev.get("made_with") or {}).get("qat")
-    return steps
+    return runs
+
+
+def _chain(qat: dict | None) -> list[int]:
+    """QAT step counts of a run and the runs it continued from, oldest first."""
+    return [int(r["steps"]) for r in _runs(qat)]
 
 
 def point(manifest: dict) -> dict | None:
@@ -48,9 +54,12 @@ def point(manifest: dict) -> dict | None:
         return None  # int16 / mixed activations are another curve
     params = q.get("int8_params") or {}
     own = q.get("qat")
+    if own and own.get("deferred_to_job"):
+        return None  # an export that wrote a QAT job (--qat-job): its INT8 artifact is where QAT starts, not a result
     # a QAT export: its own run (and what it resumed from); else the file it re-applied (the default command),
     # or post-training (no chain)
-    chain = _chain(own or (params.get("made_with") or {}).get("qat"))
+    runs = _runs(own or (params.get("made_with") or {}).get("qat"))
+    chain = [int(r["steps"]) for r in runs]
     h, w = manifest["io"]["tflite"]["input_shape"][1:3]
     images = (q.get("calibration") or {}).get("images") or []
     tags = []
@@ -66,6 +75,9 @@ def point(manifest: dict) -> dict | None:
         tags.append("equalized")
     if own and own.get("rounding"):
         tags.append(f"rounding {own['rounding']}")
+    crops = [f"{r.get('batch', 8)}x{r.get('patch', 64)}px" for r in runs]
+    if any(c != "8x64px" for c in crops):  # a run on other crops than sr-export's batch 8 of 64x64
+        tags.append("crops " + " then ".join(crops))
     if images and not all(re.fullmatch(r"\d{4}\.png", Path(i).name) for i in images):
         tags.append("non-DIV2K crops")
     return {

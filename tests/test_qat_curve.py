@@ -38,6 +38,12 @@ def test_points_sum_resumed_chains_split_series_and_drop_duplicates(tmp_path):
         "resumed.json": _manifest((0.28, 0.23), qat=resumed, rewrites={"dcr": 1, "slice_conv": 15, "slice_select": 15}),
         "grid.json": _manifest((0.27, 0.22), params_qat=resumed, grid=True, size=(720, 480)),
         "other_crops.json": _manifest((0.33, 0.2), qat=resumed, images=("t91/tt1.png",)),
+        # QAT resumed on larger crops (a job's --patch / --batch): its own series
+        "big_crops.json": _manifest((0.26, 0.21), params_qat={"steps": 3000, "patch": 128, "batch": 2,
+                                                              "continued_from": {"made_with": {"qat": first}}}),
+        # the export that wrote a QAT job: its INT8 model is QAT's start, not a point at 5000 + 1000 steps
+        "job.json": _manifest((0.3, 0.25), qat={"steps": 1000, "deferred_to_job": True,
+                                                "continued_from": {"made_with": {"qat": first}}}),
         "latency.json": {"rows": []},  # not a manifest: skipped
         "odd.json": {"artifacts": [{"precision": "int8", "quantization": {}}],  # no io, no Set14: skipped
                      "quality": {"Set5": {"int8_tflite": {"drop_db": 0.1}}}},
@@ -48,12 +54,13 @@ def test_points_sum_resumed_chains_split_series_and_drop_duplicates(tmp_path):
     pts = qat_curve.collect([tmp_path])
     got = {(p["series"], p["steps"], p["set5_drop_db"]) for p in pts}
     assert got == {("64x64", 0, 1.3), ("64x64", 5000, 0.3), ("64x64, no slices", 7000, 0.28),
-                   ("720x480, pixel grid", 7000, 0.27), ("64x64, non-DIV2K crops", 7000, 0.33)}
+                   ("720x480, pixel grid", 7000, 0.27), ("64x64, non-DIV2K crops", 7000, 0.33),
+                   ("64x64, crops 8x64px then 2x128px", 8000, 0.26)}
     assert [p["chain"] for p in pts if p["steps"] == 7000 and "grid" in p["series"]] == [[5000, 2000]]
     out = tmp_path / "curve.png"
     assert qat_curve.main([str(tmp_path), "--plot", str(out), "--json", str(tmp_path / "p.json")]) == 0
-    assert out.stat().st_size > 10_000 and len(json.loads((tmp_path / "p.json").read_text())) == 5
-    for only, n in (("imdn_rtc:2", 5), ("imdn_rtc", 5), ("imdn_rtc:4", 0), ("dipnet", 0)):
+    assert out.stat().st_size > 10_000 and len(json.loads((tmp_path / "p.json").read_text())) == 6
+    for only, n in (("imdn_rtc:2", 6), ("imdn_rtc", 6), ("imdn_rtc:4", 0), ("dipnet", 0)):
         code = qat_curve.main([str(tmp_path), "--model", only, "--json", str(tmp_path / "p.json")])
         assert code == (0 if n else 2) and (not n or len(json.loads((tmp_path / "p.json").read_text())) == n)
 
