@@ -139,7 +139,6 @@ def recover_stale_staging(final: Path) -> list[tuple[str, str]]:
     return sorted(done, key=lambda d: d[1])
 
 
-
 @contextlib.contextmanager
 def replaced_whole(final: Path):
     """Write a new *final* folder in a hidden staging folder beside it and swap it in whole when the block
