@@ -12,13 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import shape_inference
 
 from srdeploy.runtime import tflite_tensor_bytes
-
-#: bytes per element of the ONNX TensorProto types that occur here (float, float16, double, int64, int32, 8-bit, bool)
-ELEM = {1: 4, 10: 2, 11: 8, 7: 8, 6: 4, 2: 1, 3: 1, 9: 1}
 
 
 def onnx_sums(path: Path) -> tuple[int, int]:
@@ -30,7 +28,7 @@ def onnx_sums(path: Path) -> tuple[int, int]:
         n = 1
         for d in vi.type.tensor_type.shape.dim:
             n *= max(d.dim_value, 1)
-        return n * ELEM.get(vi.type.tensor_type.elem_type, 8)
+        return n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).itemsize
 
     every = sum(size(vi) for vi in infos.values())
     conv = {n.output[0] for n in g.node if n.op_type in ("Conv", "ConvTranspose")}

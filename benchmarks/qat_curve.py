@@ -38,11 +38,6 @@ def _runs(qat: dict | None) -> list[dict]:
     return runs
 
 
-def _chain(qat: dict | None) -> list[int]:
-    """QAT step counts of a run and the runs it continued from, oldest first."""
-    return [int(r["steps"]) for r in _runs(qat)]
-
-
 def point(manifest: dict) -> dict | None:
     """One curve point from a manifest, or None when it holds no INT8 artifact with a quality report."""
     int8 = [a for a in manifest.get("artifacts", []) if a.get("precision") == "int8"]
