@@ -15,7 +15,8 @@
 #      and, for a file to ship, a rule written before step 2 (see runs/RULES_session*.md for the form).
 #
 # Options by environment: DEVICE (default cuda; cpu for a dry run here), JOBS (a name pattern, default all),
-# BATCH / PATCH (default: the job's, 8 and 64 -- the recipe of every shipped file), STEPS (prepare: the job's
+# BATCH / PATCH (default: the job's, 8 and 64 -- the recipe of every shipped file), LR (the schedule's peak rate,
+# default the job's 3e-4), STEPS (prepare: the job's
 # nominal --qat-steps, default 20000). Three jobs of 150 s fit one 10-minute call with the probes and start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,7 @@ run)
   extra=()
   [ -n "${BATCH:-}" ] && extra+=(--batch "$BATCH")
   [ -n "${PATCH:-}" ] && extra+=(--patch "$PATCH")
+  [ -n "${LR:-}" ] && extra+=(--lr "$LR")
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' | tee "$out/gpu_qat.log"
   for job in runs/gpu/${JOBS:-*}.qatjob.npz; do

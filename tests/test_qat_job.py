@@ -108,6 +108,33 @@ def test_a_job_runs_without_tensorflow_and_its_result_brings_int8_closer_to_floa
     assert max(abs(a - b) for i in local.ranges for a, b in zip(local.ranges[i], params.ranges[i])) < 1e-5
 
 
+@pytest.mark.slow
+def test_lr_sets_the_rate_of_the_schedule_and_the_ranges_keep_their_ratio(job, tmp_path, monkeypatch):
+    _, path, _ = job
+    out = tmp_path / "lr.npz"
+    proc = _run_job(path, out, tmp_path, "--device", "cpu", "--steps", "2", "--lr", "1e-4", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)["qat"]
+    assert report["steps"] == 2 and report["lr"] == pytest.approx(1e-4)
+    assert ip.load(out).meta["made_with"]["qat"]["lr"] == pytest.approx(1e-4)
+    # the learned ranges' rate: what run() hands the fine-tuning, caught before it runs
+    from srdeploy.quantize import qat as qat_mod
+
+    seen = {}
+
+    def spy(graph, images, steps, **kw):
+        seen.update(kw)
+        raise SrDeployError("stopped by the test")
+
+    monkeypatch.setattr(qat_mod, "finetune", spy)
+    j = qat_job.load(path)
+    j.range_lr = 2 * j.lr  # a job whose ranges learn at twice the weights' rate keeps that ratio
+    with pytest.raises(SrDeployError, match="stopped by the test"):
+        qat_job.run(j, tmp_path / "never.npz", "cpu", steps=1, lr=1e-4, log=lambda m: None)
+    assert seen["lr"] == pytest.approx(1e-4) and seen["range_lr"] == pytest.approx(2e-4)
+    assert not (tmp_path / "never.npz").exists()
+
+
 def test_graph_constants_move_with_the_module(weights_root):
     """``.to(device)`` moves the constant operands too (plain dicts nn.Module does not see), so a graph on a
     GPU computes with constants on the GPU; the host copies of shape-like operands stay."""
@@ -231,6 +258,8 @@ def test_a_damaged_job_is_one_line_and_exit_2(damage, message, job, tmp_path):
     (["--steps", "0"], "--steps must be 1.."),
     (["--seconds", "5"], "--seconds must be 60.."),
     (["--batch", "0"], "--batch must be 1..1024"),
+    (["--lr", "0"], "--lr must be in (0, 0.1]"),
+    (["--lr", "nan"], "--lr must be in (0, 0.1]"),
 ])
 def test_bad_job_options_are_one_line_and_exit_2(args, message, tmp_path):
     f = tmp_path / "job.npz"

@@ -224,9 +224,11 @@ def _steps_for(job: QATJob, graph, teacher, seconds: float, device, log) -> tupl
 
 def run(job: QATJob, out: str | os.PathLike, device: str = "auto", steps: int | None = None,
         seconds: float | None = None, batch: int | None = None, patch: int | None = None,
-        log=print, progress: bool = True) -> dict:
+        lr: float | None = None, log=print, progress: bool = True) -> dict:
     """Fine-tune the job's graph (:func:`.qat.finetune`) and write the result to *out* as an INT8
-    parameter file; returns the report (also in the file's ``made_with.qat``)."""
+    parameter file; returns the report (also in the file's ``made_with.qat``). *lr*: the peak rate of the cosine
+    schedule for the weights and, in the job's ratio, the learned ranges (default: the job's, 3e-4 -- the rate a
+    fresh QAT starts at; a job resumed from fine-tuned weights may want less)."""
     from . import int8_params as ip
     from .qat import finetune, qat_device
 
@@ -235,6 +237,8 @@ def run(job: QATJob, out: str | os.PathLike, device: str = "auto", steps: int | 
         job.batch = batch
     if patch is not None:
         job.patch = patch
+    if lr is not None:
+        job.range_lr, job.lr = (job.range_lr * lr / job.lr if job.lr > 0 else lr), lr
     if seconds is not None and steps is not None:
         raise SrDeployError("give --steps or --seconds, not both")
     graph, teacher = _graphs(job)
@@ -281,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(timed on a 40-step probe first), e.g. on a lent GPU with a fixed budget")
     p.add_argument("--batch", type=int, help="crops per step (default: the job's, 8)")
     p.add_argument("--patch", type=int, help="crop side in LR pixels (default: the job's, 64)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the cosine schedule (default: the job's, 3e-4, "
+                   "what a fresh QAT uses; a job resumed from a shipped file restarts there unless given less); the "
+                   "learned ranges' rate keeps its ratio to it")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     args = p.parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -293,11 +300,13 @@ def main(argv: list[str] | None = None) -> int:
             v = getattr(args, k)
             if v is not None and not (1 if k == "batch" else 8) <= v <= 1024:
                 raise SrDeployError(f"--{k} must be {'1' if k == 'batch' else '8'}..1024, got {v}")
+        if args.lr is not None and not 0.0 < args.lr <= 0.1:
+            raise SrDeployError(f"--lr must be in (0, 0.1], got {args.lr:g}")
         from .qat import qat_device
 
         qat_device(args.device)  # (before reading a job of any size)
         job = load(args.job)
-        report = run(job, args.out, args.device, args.steps, args.seconds, args.batch, args.patch, log=log)
+        report = run(job, args.out, args.device, args.steps, args.seconds, args.batch, args.patch, args.lr, log=log)
     except SrDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
