@@ -130,6 +130,16 @@ def _qat_made(ranges: str, steps: int, when: str, fidelity: str, rule: str = "")
             f"crops {fidelity} dB" + (f". {rule}" if rule else ""))
 
 
+def _qat_job_cmd(m: str, s: int, seconds: int, size: str = "256x256", patch: int = 128, batch: int = 2) -> str:
+    """How an INT8 file resumed as a QAT job was made: the export that writes the job (resuming from the shipped
+    file), then the job itself on this CPU with *patch*-pixel crops, *batch* a step, for *seconds*."""
+    job = f"runs/qat/{m}_x{s}_p{patch}"
+    return (f"sr-export --model {m} --scale {s} --size {size} --int8 --calib ../shared/data/div2k/HR --qat-steps 1000 "
+            f"--qat-job {job}.job.npz --out runs/qat/{m}{s}_p{patch}_job` (QAT resumed from the previous shipped file, "
+            f"as a job), then `python -m srdeploy.quantize.qat_job {job}.job.npz --device cpu --patch {patch} "
+            f"--batch {batch} --seconds {seconds} --out {job}.npz")
+
+
 def _qat_cmd(m: str, s: int, size: str, n: int, flags: str = "") -> str:
     """How an INT8 file was made: model m, scale s, export size, n QAT steps, and any further sr-export flags."""
     return (f"sr-export --model {m} --scale {s} --size {size} --int8 --calib ../shared/data/div2k/HR --int8-params none "
@@ -159,10 +169,7 @@ _register(ModelSpec(
         4: _int8_file(
         "imdn_x4_int8.npz", "2eccea51fa9ce6679d6ea4ec546a529f00c94bb68737139b44b757ed012adbe5",
         "e660c38221147217a136debeb99eb304d62d9c0f73ac421ed66281b619719714",
-        "sr-export --model imdn --scale 4 --size 256x256 --int8 --calib ../shared/data/div2k/HR --qat-steps 1000 "
-        "--qat-job runs/qat/imdn_x4_p128.job.npz --out runs/qat/imdn4_p128_job` (QAT resumed from the previous "
-        "shipped file, as a job), then `python -m srdeploy.quantize.qat_job runs/qat/imdn_x4_p128.job.npz --device cpu "
-        "--patch 128 --batch 2 --seconds 5100 --out runs/qat/imdn_x4_p128.npz",
+        _qat_job_cmd("imdn", 4, 5100),
         "2800 QAT steps of batch 2 of 128x128 crops (the same pixels a step as 8 of 64x64), Adam 3e-4 cosine, seed 0, "
         "resumed from the shipped 3200-step file (--ranges auto chose p99.999, then 3200 fresh steps of batch 8 of "
         "64x64 crops, --equalize off, 5285 s, 2026-12-06; 0.149/0.116 dB at 256x256, 0.121/0.080 at 64x64, "
@@ -266,10 +273,7 @@ _register(ModelSpec(
     int8_params={4: _int8_file(
         "dipnet_x4_int8.npz", "1efde5410d5c091c998687e01d1920d2e5d667698f359b0bcfad1d9380f300af",
         "7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1",
-        "sr-export --model dipnet --scale 4 --size 256x256 --int8 --calib ../shared/data/div2k/HR --qat-steps 1000 "
-        "--qat-job runs/qat/dipnet_x4_p128.job.npz --out runs/qat/dipnet4_p128_job` (QAT resumed from the previous "
-        "shipped file, as a job), then `python -m srdeploy.quantize.qat_job runs/qat/dipnet_x4_p128.job.npz --device cpu "
-        "--patch 128 --batch 2 --seconds 4800 --out runs/qat/dipnet_x4_p128.npz",
+        _qat_job_cmd("dipnet", 4, 4800),
         "7000 QAT steps of batch 2 of 128x128 crops (the same pixels a step as 8 of 64x64; on a 64x64 crop ESA's "
         "pooled map is 9x9, on 128x128 20x20), Adam 3e-4 cosine, seed 0, resumed from the shipped 7200-step file "
         "(--ranges auto chose p99.999, then 7200 fresh steps of batch 8 of 64x64 crops, --equalize off, 4683 s, "
