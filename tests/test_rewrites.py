@@ -278,3 +278,79 @@ def test_slice_select_is_bit_identical(c, data, h, w, seed):
     assert slice_select(proto) == n
     assert "Slice" not in [k.op_type for k in proto.graph.node]
     assert np.array_equal(_run(proto, x), before)  # one product by 1.0, the others by 0.0
+
+
+class SplitHead(nn.Module):
+    """IMDN's distillation step: a conv, its activation, and the output cut into channel pieces."""
+
+    def __init__(self, c, cuts, act, bias, also_read=False, by_index=False):
+        super().__init__()
+        self.head = nn.Conv2d(3, c, 3, padding=1, bias=bias)
+        self.cuts, self.act, self.also_read, self.by_index = cuts, act, also_read, by_index
+
+    def forward(self, x):
+        h = self.head(x)
+        h = {"leaky": lambda t: nn.functional.leaky_relu(t, 0.05), "relu": torch.relu, "none": lambda t: t}[self.act](h)
+        if self.by_index:  # h[:, a:b] per piece: ONNX Slices (IMDN's export); torch.split: one ONNX Split
+            ends = np.cumsum([0, *self.cuts])
+            pieces = [h[:, int(a):int(b)] for a, b in zip(ends[:-1], ends[1:])]
+        else:
+            pieces = torch.split(h, self.cuts, dim=1)
+        y = torch.cat([p * (k + 1) for k, p in enumerate(pieces)], dim=1)  # each piece read by an op of its own
+        return y + h.mean(dim=1, keepdim=True) if self.also_read else y
+
+
+@settings(max_examples=20, deadline=None)
+@given(c=st.integers(2, 9), data=st.data(), act=st.sampled_from(["leaky", "relu", "none"]), bias=st.booleans(),
+       h=st.integers(1, 10), w=st.integers(1, 10), seed=st.integers(0, 1000), simplify=st.booleans(),
+       by_index=st.booleans())
+def test_conv_split_is_exact_to_rounding(c, data, act, bias, h, w, seed, simplify, by_index):
+    from srdeploy.export.rewrites import conv_split
+
+    n = data.draw(st.integers(2, min(c, 4)))
+    bounds = sorted(data.draw(st.lists(st.integers(1, c - 1), min_size=n - 1, max_size=n - 1, unique=True)))
+    cuts = [b - a for a, b in zip([0, *bounds], [*bounds, c])]
+    torch.manual_seed(seed)
+    proto = (_simplified if simplify else _onnx)(SplitHead(c, cuts, act, bias, by_index=by_index), (1, 3, h, w))
+    x = np.random.default_rng(seed).normal(size=(1, 3, h, w)).astype(np.float32) * 10
+    before = _run(proto, x)
+    ops = [k.op_type for k in proto.graph.node]
+    assert (ops.count("Slice"), ops.count("Split")) == ((n, 0) if by_index else (0, 1))
+    assert conv_split(proto) == 1
+    ops = [k.op_type for k in proto.graph.node]
+    assert "Slice" not in ops and "Split" not in ops and ops.count("Conv") == n
+    assert ops.count({"leaky": "LeakyRelu", "relu": "Relu", "none": "Conv"}[act]) == n
+    assert not ({"head.weight", "head.bias"} & {t.name for t in proto.graph.initializer})  # the old weights went
+    after = _run(proto, x)  # the same products; a kernel may sum them in another order for another width
+    assert np.abs(after - before).max() <= 1e-6 * max(1.0, float(np.abs(before).max()))
+
+
+def test_conv_split_leaves_a_conv_with_another_reader_alone():
+    from srdeploy.export.rewrites import conv_split
+
+    for by_index in (False, True):  # the whole activation also feeds a mean: no part may go
+        proto = _onnx(SplitHead(6, [2, 4], "leaky", True, also_read=True, by_index=by_index), (1, 3, 8, 8))
+        before = [k.op_type for k in proto.graph.node]
+        assert conv_split(proto) == 0
+        assert [k.op_type for k in proto.graph.node] == before
+
+
+def test_conv_split_on_imdn_removes_every_slice_and_keeps_the_macs():
+    from srdeploy.export.rewrites import conv_split
+    from srdeploy.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("imdn", 4, pretrained=False)
+    proto = _onnx(model, (1, 3, 12, 16))
+    x = np.random.default_rng(2).random((1, 3, 12, 16), dtype=np.float32)
+    before = _run(proto, x)
+
+    def conv_weights(p):
+        inits = {t.name: t for t in p.graph.initializer}
+        return sum(int(np.prod(inits[n.input[1]].dims)) for n in p.graph.node if n.op_type == "Conv")
+
+    weights = conv_weights(proto)
+    assert conv_split(proto) == 3 * len(model.blocks)  # c1, c2, c3 of every block
+    assert "Slice" not in [n.op_type for n in proto.graph.node]
+    assert conv_weights(proto) == weights  # the same weights, cut by output channel: the same MACs
+    assert np.abs(_run(proto, x) - before).max() <= 1e-6

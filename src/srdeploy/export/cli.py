@@ -130,7 +130,9 @@ def build_parser() -> OneLineParser:
                    help="exact graph transforms, comma-separated, or 'none' (default split_mean,dcr,gelu: "
                         "the exact GELU as one TFLite GELU op instead of an ERF TFLite lacks; global means "
                         "reduced in two stages for float accuracy; pixel shuffle as one DEPTH_TO_SPACE instead of "
-                        "RESHAPE/6-D TRANSPOSE/RESHAPE). Also available: slice_conv (channel slices read only by "
+                        "RESHAPE/6-D TRANSPOSE/RESHAPE). Also available: conv_split (a conv, or conv + LeakyReLU/ReLU, read "
+                        "only by channel slices split into one conv per slice: no slice, the same MACs, each piece "
+                        "its own INT8 scale), slice_conv (channel slices read only by "
                         "convs folded into zero weights), slice_select (other channel slices as 0/1 1x1 convs), "
                         "concat_conv (a concat read by a 1x1 conv as summed per-part convs); on imdn_rtc "
                         "slice_conv,slice_select make INT8 faster and 0.12 dB better (docs/RESULTS.md)")

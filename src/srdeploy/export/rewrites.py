@@ -29,6 +29,15 @@ the ones named in ``--rewrites`` and the parity gate checks the result like any 
   concat) becomes a 1×1 conv with a 0/1 selection matrix: bit-identical in float, faster than the
   STRIDED_SLICE copy, and in INT8 it ends the scale sharing between the concat and the whole
   activation the slice was cut from (a slice must keep its input's scale; a conv need not).
+* ``conv_split`` — a conv whose output (directly, or through one LeakyRelu / Relu) is read only by
+  channel Slices becomes one conv per slice, each computing just that slice's output channels (its
+  rows of the weights and bias), followed by its own copy of the activation: the same products and
+  sums, exact up to the summation order a kernel picks for another output width (onnxruntime: ≤ 1
+  ulp-scale differences on some shapes), with the same MACs and no STRIDED_SLICE copy. For INT8 it gives what
+  ``slice_select`` gives — each part its own scale (a slice must keep its input's) — without
+  ``slice_select``'s 1×1 selection convs or ``slice_conv``'s zero-padded conv inputs, which cost
+  imdn x4 17 % of its INT8 time (docs/RESULTS.md, issue 17 item 3). Runs before the two slice
+  rewrites, which then find no slices left where it applied.
 * ``gelu`` — the exact GELU (``x·½·(1 + erf(x/√2))``, as PyTorch exports it) in builtin ops with no
   division that int8 can turn into a division by zero (see :func:`erf_gelu`); TFLite has no ERF.
 """
@@ -38,7 +47,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["REWRITES", "DEFAULT_REWRITES", "apply_rewrites", "depth_to_space_dcr", "concat_conv", "slice_conv"]
+__all__ = ["REWRITES", "DEFAULT_REWRITES", "apply_rewrites", "depth_to_space_dcr", "concat_conv", "conv_split", "slice_conv"]
 
 
 def _channel_counts(model) -> tuple[dict, dict]:
@@ -398,6 +407,112 @@ def slice_conv(model) -> int:
     return changed
 
 
+def _split_channels(node, consts: dict, channels: int) -> list[tuple[int, int]] | None:
+    """The ``(start, stop)`` of each output of a Split along axis 1 with constant sizes (or equal parts)."""
+    from onnx import numpy_helper
+
+    attrs = _attrs(node)
+    if attrs.get("axis", 0) % 4 != 1:
+        return None
+    if len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in consts:
+            return None
+        sizes = [int(v) for v in numpy_helper.to_array(consts[node.input[1]]).reshape(-1)]
+    elif "split" in attrs:  # opset < 13
+        sizes = [int(v) for v in attrs["split"]]
+    else:
+        n = len(node.output)
+        if channels % n:
+            return None
+        sizes = [channels // n] * n
+    if len(sizes) != len(node.output) or sum(sizes) != channels or min(sizes) <= 0:
+        return None
+    starts = np.cumsum([0, *sizes])
+    return [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
+
+#: elementwise activations conv_split copies onto each part (their output channel c depends on input channel c only)
+_ELEMENTWISE = ("LeakyRelu", "Relu")
+
+
+def conv_split(model) -> int:
+    """A group-1 Conv with private constant weights whose output -- directly or through one LeakyRelu /
+    Relu read by nothing else -- is read only by constant step-1 channel Slices, or by one channel Split,
+    → one Conv (+ activation) per Slice or Split output, writing that output (see the module docstring). Returns how many convs were split."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    channels, _ = _channel_counts(model)
+    inits = {t.name: t for t in graph.initializer}
+    consts = _constants(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    replace: dict[int, list] = {}  # node index -> nodes taking its place
+    drop: set[int] = set()
+    split_weights: set[str] = set()
+    index_of = {id(n): i for i, n in enumerate(graph.node)}
+    for conv in graph.node:
+        if conv.op_type != "Conv" or _attrs(conv).get("group", 1) != 1 or len(conv.input) < 2:
+            continue
+        wnames = [n for n in conv.input[1:] if n]
+        if any(n not in inits or len(_consumers(graph, n)) != 1 for n in wnames):
+            continue  # shared or computed weights: leave this one alone
+        readers = _consumers(graph, conv.output[0])
+        act = None
+        if (len(readers) == 1 and getattr(readers[0], "op_type", None) in _ELEMENTWISE
+                and producers.get(readers[0].input[0]) is conv):
+            act = readers[0]
+            readers = _consumers(graph, act.output[0])
+        tensor = (act or conv).output[0]
+        full = channels.get(tensor)
+        if full is None or not readers:
+            continue
+        if len(readers) == 1 and getattr(readers[0], "op_type", None) == "Split":
+            spans = _split_channels(readers[0], consts, full)  # one Split: each of its outputs is a part
+            if spans is None or readers[0].input[0] != tensor:
+                continue
+            outputs = list(readers[0].output)
+        else:
+            spans = [(_slice_channels(r, consts, full) if getattr(r, "op_type", None) == "Slice"
+                      and r.input[0] == tensor else None) for r in readers]
+            if any(s is None for s in spans):
+                continue
+            outputs = [r.output[0] for r in readers]
+        w = numpy_helper.to_array(inits[conv.input[1]])
+        b = numpy_helper.to_array(inits[conv.input[2]]) if len(conv.input) > 2 and conv.input[2] else None
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        new = []
+        for k, (target, (lo, hi)) in enumerate(zip(outputs, spans)):
+            stem = f"{conv.name or conv.output[0]}_split{k}"
+            ins = [conv.input[0], f"{stem}_w"]
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[lo:hi]), ins[1]))
+            if b is not None:
+                ins.append(f"{stem}_b")
+                graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(b[lo:hi]), ins[2]))
+            out = target if act is None else f"{stem}_out"
+            new.append(helper.make_node("Conv", ins, [out], name=stem, **attrs))
+            if act is not None:
+                new.append(helper.make_node(act.op_type, [out], [target], name=f"{stem}_act",
+                                            **{a.name: helper.get_attribute_value(a) for a in act.attribute}))
+        drop.update(index_of[id(r)] for r in readers)
+        replace[index_of[id(conv)]] = new
+        split_weights.update(wnames)
+        if act is not None:
+            drop.add(index_of[id(act)])
+    if replace:
+        nodes = []
+        for i, n in enumerate(graph.node):
+            if i in drop:
+                continue
+            nodes += replace.get(i, [n])
+        del graph.node[:]
+        graph.node.extend(nodes)
+        used = {i for n in graph.node for i in n.input}  # the split convs' old (private) weights
+        keep = [t for t in graph.initializer if t.name in used or t.name not in split_weights]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return len(replace)
+
+
 def slice_select(model) -> int:
     """Every remaining constant channel Slice of a 4-D tensor → a 1×1 Conv whose weights are a 0/1
     selection matrix (exact for finite values: one term times 1, the rest times 0).
@@ -436,9 +551,10 @@ def slice_select(model) -> int:
 #: name → transform; the exporter's ``--rewrites`` picks from these, applied in this order whatever
 #: the order asked for (concat_conv must run before slice_conv for the slices it frees to go)
 REWRITES: dict[str, Callable] = {"split_mean": split_spatial_mean, "dcr": depth_to_space_dcr, "gelu": erf_gelu,
-                                 "concat_conv": concat_conv, "slice_conv": slice_conv, "slice_select": slice_select}
+                                 "concat_conv": concat_conv, "conv_split": conv_split, "slice_conv": slice_conv,
+                                 "slice_select": slice_select}
 
-#: the exporter's default. slice_conv / slice_select / concat_conv are opt-in until the whole suite and
+#: the exporter's default. conv_split / slice_conv / slice_select / concat_conv are opt-in until the whole suite and
 #: every model's table have been re-run with them (measured so far: docs/RESULTS.md, issue 17 item 3).
 DEFAULT_REWRITES: tuple[str, ...] = ("split_mean", "dcr", "gelu")
 
