@@ -32,8 +32,8 @@ the ones named in ``--rewrites`` and the parity gate checks the result like any 
 * ``conv_split`` — a conv whose output (directly, or through one LeakyRelu / Relu) is read only by
   channel Slices becomes one conv per slice, each computing just that slice's output channels (its
   rows of the weights and bias), followed by its own copy of the activation: the same products and
-  sums, exact up to the summation order a kernel picks for another output width (onnxruntime: ≤ 1
-  ulp-scale differences on some shapes), with the same MACs and no STRIDED_SLICE copy. For INT8 it gives what
+  sums, exact up to the summation order a kernel picks for another output width (onnxruntime: a few
+  ulps apart on some shapes), with the same MACs and no STRIDED_SLICE copy. For INT8 it gives what
   ``slice_select`` gives — each part its own scale (a slice must keep its input's) — without
   ``slice_select``'s 1×1 selection convs or ``slice_conv``'s zero-padded conv inputs, which cost
   imdn x4 17 % of its INT8 time (docs/RESULTS.md, issue 17 item 3). Runs before the two slice
@@ -438,7 +438,8 @@ _ELEMENTWISE = ("LeakyRelu", "Relu")
 def conv_split(model) -> int:
     """A group-1 Conv with private constant weights whose output -- directly or through one LeakyRelu /
     Relu read by nothing else -- is read only by constant step-1 channel Slices, or by one channel Split,
-    → one Conv (+ activation) per Slice or Split output, writing that output (see the module docstring). Returns how many convs were split."""
+    → one Conv (+ activation) per Slice or Split output, writing that output (see the module docstring).
+    Returns how many convs were split."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
