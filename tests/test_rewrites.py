@@ -37,6 +37,17 @@ def _run(proto, x):
     return sess.run(None, {"x": x})[0]
 
 
+def _random_registry_model(name, scale, shape, seed):
+    """A registry network with seeded random weights, its ONNX export, an input and the export's output on it."""
+    from srdeploy.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, scale, pretrained=False)
+    proto = _onnx(model, shape)
+    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    return model, proto, x, _run(proto, x)
+
+
 @settings(max_examples=15, deadline=None)
 @given(cin=st.integers(1, 6), cout=st.integers(1, 4), r=st.integers(2, 4), bias=st.booleans(),
        h=st.integers(1, 9), w=st.integers(1, 9), seed=st.integers(0, 1000))
@@ -184,13 +195,8 @@ def test_concat_conv_leaves_a_concat_with_another_reader_alone():
 
 def test_concat_conv_on_imdn_rtc_removes_every_distillation_concat():
     from srdeploy.export.rewrites import concat_conv
-    from srdeploy.models import create_model
 
-    torch.manual_seed(0)
-    model = create_model("imdn_rtc", 2, pretrained=False)
-    proto = _onnx(model, (1, 3, 20, 24))
-    x = np.random.default_rng(1).random((1, 3, 20, 24), dtype=np.float32)
-    before = _run(proto, x)
+    model, proto, x, before = _random_registry_model("imdn_rtc", 2, (1, 3, 20, 24), seed=1)
     n_blocks = len(model.blocks)
     assert concat_conv(proto) == n_blocks
     assert "Concat" not in [n.op_type for n in proto.graph.node]
@@ -337,13 +343,8 @@ def test_conv_split_leaves_a_conv_with_another_reader_alone():
 
 def test_conv_split_on_imdn_removes_every_slice_and_keeps_the_macs():
     from srdeploy.export.rewrites import conv_split
-    from srdeploy.models import create_model
 
-    torch.manual_seed(0)
-    model = create_model("imdn", 4, pretrained=False)
-    proto = _onnx(model, (1, 3, 12, 16))
-    x = np.random.default_rng(2).random((1, 3, 12, 16), dtype=np.float32)
-    before = _run(proto, x)
+    model, proto, x, before = _random_registry_model("imdn", 4, (1, 3, 12, 16), seed=2)
 
     def conv_weights(p):
         inits = {t.name: t for t in p.graph.initializer}

@@ -449,7 +449,6 @@ def conv_split(model) -> int:
     producers = {o: n for n in graph.node for o in n.output}
     replace: dict[int, list] = {}  # node index -> nodes taking its place
     drop: set[int] = set()
-    split_weights: set[str] = set()
     index_of = {id(n): i for i, n in enumerate(graph.node)}
     for conv in graph.node:
         if conv.op_type != "Conv" or _attrs(conv).get("group", 1) != 1 or len(conv.input) < 2:
@@ -496,7 +495,6 @@ def conv_split(model) -> int:
                                             **{a.name: helper.get_attribute_value(a) for a in act.attribute}))
         drop.update(index_of[id(r)] for r in readers)
         replace[index_of[id(conv)]] = new
-        split_weights.update(wnames)
         if act is not None:
             drop.add(index_of[id(act)])
     if replace:
@@ -507,10 +505,7 @@ def conv_split(model) -> int:
             nodes += replace.get(i, [n])
         del graph.node[:]
         graph.node.extend(nodes)
-        used = {i for n in graph.node for i in n.input}  # the split convs' old (private) weights
-        keep = [t for t in graph.initializer if t.name in used or t.name not in split_weights]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+        _prune(graph)  # the split convs' old weights (so a direct call leaves no dead ones either)
     return len(replace)
 
 
@@ -567,15 +562,19 @@ def apply_rewrites(model, names) -> dict[str, int]:
 
         raise SrDeployError(f"unknown rewrite(s) {', '.join(unknown)}; available: {', '.join(REWRITES)}")
     applied = {n: REWRITES[n](model) for n in REWRITES if n in set(names)}
-    if any(applied.values()):  # constants the rewritten nodes no longer read (onnxruntime warns of each)
-        g = model.graph
-        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-        live = [n for n in g.node if n.op_type != "Constant" or any(o in used for o in n.output)]
-        if len(live) != len(g.node):
-            del g.node[:]
-            g.node.extend(live)
-        keep = [t for t in g.initializer if t.name in used]
-        if len(keep) != len(g.initializer):
-            del g.initializer[:]
-            g.initializer.extend(keep)
+    if any(applied.values()):
+        _prune(model.graph)
     return applied
+
+
+def _prune(g) -> None:
+    """Drop the Constant nodes and initializers nothing reads any more (onnxruntime warns of each)."""
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    live = [n for n in g.node if n.op_type != "Constant" or any(o in used for o in n.output)]
+    if len(live) != len(g.node):
+        del g.node[:]
+        g.node.extend(live)
+    keep = [t for t in g.initializer if t.name in used]
+    if len(keep) != len(g.initializer):
+        del g.initializer[:]
+        g.initializer.extend(keep)

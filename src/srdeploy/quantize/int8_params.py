@@ -68,13 +68,26 @@ def _kinds(model) -> list[str]:
     return [op_kind(model, op, names) for op in model.subgraphs[0].operators]
 
 
-def _weight_indices(model) -> list[int]:
-    """The tensors QAT trains: inputs 1 (weights) and 2 (bias) of every CONV_2D / DEPTHWISE_CONV_2D."""
-    out: list[int] = []
+def _conv_params(model) -> list[tuple[int, int | None]]:
+    """``(weight index, bias index or None)`` of every CONV_2D / DEPTHWISE_CONV_2D."""
+    out = []
     for kind, op in zip(_kinds(model), model.subgraphs[0].operators):
         if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            out += [int(i) for i in list(op.inputs)[1:3] if int(i) >= 0]
+            ins = [int(i) for i in op.inputs]
+            out.append((ins[1], ins[2] if len(ins) > 2 and ins[2] >= 0 else None))
     return out
+
+
+def _weight_indices(model) -> list[int]:
+    """The tensors QAT trains: inputs 1 (weights) and 2 (bias) of every CONV_2D / DEPTHWISE_CONV_2D."""
+    return [i for pair in _conv_params(model) for i in pair if i is not None]
+
+
+def _array(model, index: int) -> np.ndarray:
+    """A constant float32 tensor of *model* (a parsed flatbuffer), in its stored shape."""
+    t = model.subgraphs[0].tensors[index]
+    data = model.buffers[t.buffer].data
+    return np.frombuffer(bytes(bytearray(data)), np.float32).reshape([int(d) for d in t.shape])
 
 
 def graph_signature(model) -> str:
@@ -104,9 +117,7 @@ def extract(calibrated: bytes, meta: dict | None = None) -> Int8Params:
     sg = model.subgraphs[0]
     weights = {}
     for i in _weight_indices(model):
-        t = sg.tensors[i]
-        data = model.buffers[t.buffer].data
-        weights[i] = np.frombuffer(bytes(bytearray(data)), np.float32).reshape([int(d) for d in t.shape]).copy()
+        weights[i] = _array(model, i).copy()
     ranges = {}
     for i, t in enumerate(sg.tensors):
         q = t.quantization

@@ -34,25 +34,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SrDeployError
-from .int8_params import Int8Params, _kinds, _parse, _weight_indices, graph_signature
+from .int8_params import Int8Params, _array, _conv_params, _kinds, _parse, _weight_indices, graph_signature
 
 __all__ = ["port"]
-
-
-def _conv_params(model) -> list[tuple[int, int | None]]:
-    """``(weight index, bias index or None)`` of every CONV_2D / DEPTHWISE_CONV_2D."""
-    out = []
-    for kind, op in zip(_kinds(model), model.subgraphs[0].operators):
-        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            ins = [int(i) for i in op.inputs]
-            out.append((ins[1], ins[2] if len(ins) > 2 and ins[2] >= 0 else None))
-    return out
-
-
-def _array(model, index: int) -> np.ndarray:
-    t = model.subgraphs[0].tensors[index]
-    data = model.buffers[t.buffer].data
-    return np.frombuffer(bytes(bytearray(data)), np.float32).reshape([int(d) for d in t.shape])
 
 
 def _find_rows(old: np.ndarray, new: np.ndarray) -> int | None:
