@@ -34,7 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SrDeployError
-from .int8_params import Int8Params, _array, _conv_params, _kinds, _parse, _weight_indices, graph_signature
+from .int8_params import (Int8Params, _addressed, _array, _conv_params, _kinds, _parse, _weight_indices, _where,
+                          graph_signature)
 
 __all__ = ["port"]
 
@@ -76,8 +77,12 @@ def port(old_calibrated: bytes, old: Int8Params, new_calibrated: bytes, seed: in
     ``calibrated`` flatbuffers of two QAT job files). Refused, one line, when a new weight or range has
     no unique source in the old graph."""
     om, nm = _parse(old_calibrated), _parse(new_calibrated)
-    if graph_signature(om) != old.signature:
-        raise SrDeployError("port: the INT8 parameters were not made for the old graph given")
+    try:  # the file's tensors as the old graph's indices (by key when the old graph was stored in another order)
+        where = _where(om, old)
+    except SrDeployError:
+        raise SrDeployError("port: the INT8 parameters were not made for the old graph given") from None
+    old = Int8Params(graph_signature(om), {where[i]: a for i, a in old.weights.items()},
+                     {where[i]: r for i, r in old.ranges.items()}, old.meta)
     # weights: each new conv's official weights are one run of output channels of one old conv's
     old_convs = [(w, b, _array(om, w)) for w, b in _conv_params(om)]
     weights, conv_source = {}, {}  # new weight tensor -> its source: old weight tensor
@@ -159,7 +164,7 @@ def port(old_calibrated: bytes, old: Int8Params, new_calibrated: bytes, seed: in
         ranges[i] = old.ranges[hits[0]]
     meta = dict(old.meta)
     meta["ported_from_signature"] = old.signature
-    return Int8Params(graph_signature(nm), weights, ranges, meta)
+    return _addressed(nm, weights, ranges, meta)
 
 
 def main(argv: list[str] | None = None) -> int:
