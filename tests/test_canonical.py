@@ -155,3 +155,17 @@ def test_malformed_keys_are_one_line(calibrated, tmp_path, change):
     with pytest.raises(SrDeployError, match="canonical keys") as e:
         ip.load(bad)
     assert "\n" not in str(e.value)
+
+
+def test_port_onto_the_same_graph_adds_the_keys_and_changes_nothing_else(calibrated, tmp_path):
+    """``python -m srdeploy.quantize.port JOB JOB V1 --out V2``: how a file made before the keys gets them."""
+    from srdeploy.quantize.port import port
+
+    params = _tuned(calibrated)
+    v1 = ip.Int8Params(params.signature, params.weights, params.ranges, {"model": "block"})
+    v2 = port(calibrated, v1, calibrated)
+    assert v2.keys == params.keys and v2.canonical == params.canonical and v2.signature == v1.signature
+    assert v2.ranges == v1.ranges and v2.weights.keys() == v1.weights.keys()
+    assert all(np.array_equal(v2.weights[i], w) for i, w in v1.weights.items())
+    other, _ = _reordered(calibrated, 3)
+    np.testing.assert_array_equal(_int8_output(other, v2), _int8_output(calibrated, v1))

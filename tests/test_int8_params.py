@@ -4,10 +4,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import srdeploy.models
 from srdeploy.errors import SrDeployError
 from srdeploy.export import ExportConfig, Exporter
 from srdeploy.models.registry import get_spec, list_models
@@ -274,3 +276,18 @@ def test_a_variant_needs_its_originals_weights_only_for_the_comparison(monkeypat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache"))
     assert src.original((64, 64), 8) is None
     assert RegistrySource("dipnet_lite").original((64, 64), 8) is None  # not a variant
+
+
+@pytest.mark.slow
+def test_imdn_x4_shipped_file_holds_where_the_converter_reorders_its_graph(tmp_path, weights_root, data_root):
+    """imdn x4's file was made on the conv_split graph at 256x256; at 64x64 the converter stores that graph's
+    independent split convs in the other order (session 31: refused by index). By canonical key it is used."""
+    ws = get_spec("imdn").int8_params[4]
+    assert "conv_split" in ws.metrics["rewrites"]
+    cfg = ExportConfig(model="imdn", scale=4, size="64x64", int8=True, calib=str(data_root / "div2k" / "HR"),
+                       calib_samples=4, out=str(tmp_path), fp16=False)
+    q = _int8(Exporter(cfg, log=lambda m: None).run())["quantization"]
+    assert q["int8_params_choice"] == f"shipped {ws.file}" and q["ranges"]["method"] == "int8-params", q
+    assert q["graph_rewrites"]["conv_split"] > 0
+    shipped = ip.load(Path(srdeploy.models.__file__).parent / "zoo" / ws.file)
+    assert q["int8_params"]["signature"] == shipped.signature

@@ -83,6 +83,8 @@ def port(old_calibrated: bytes, old: Int8Params, new_calibrated: bytes, seed: in
         raise SrDeployError("port: the INT8 parameters were not made for the old graph given") from None
     old = Int8Params(graph_signature(om), {where[i]: a for i, a in old.weights.items()},
                      {where[i]: r for i, r in old.ranges.items()}, old.meta)
+    if graph_signature(nm) == old.signature:  # the very graph: nothing to match, the file re-addressed (keys added)
+        return _addressed(nm, old.weights, old.ranges, old.meta)
     # weights: each new conv's official weights are one run of output channels of one old conv's
     old_convs = [(w, b, _array(om, w)) for w, b in _conv_params(om)]
     weights, conv_source = {}, {}  # new weight tensor -> its source: old weight tensor
@@ -179,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m srdeploy.quantize.port", description=(
         "Carry an INT8 parameter file made for one graph (OLD_JOB's) onto an exact rewrite of it (NEW_JOB's, e.g. "
-        "made with --int8-rewrites ...,conv_split), matching weights and activations by value; no training."))
+        "made with --int8-rewrites ...,conv_split), matching weights and activations by value; no training. "
+        "Given the same job twice, it re-writes a file of format v1 (tensors by index) as v2 (by canonical key too, "
+        "so that it holds where the converter stores the graph in another order), weights and ranges unchanged."))
     p.add_argument("old_job", help="QAT job file of the graph PARAMS was made for")
     p.add_argument("new_job", help="QAT job file of the rewritten graph (same model, export size and weights; made "
                    "with --int8-params none --equalize off, so that its weights are the official ones unscaled)")
