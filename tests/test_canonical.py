@@ -66,7 +66,7 @@ def _reordered(blob: bytes, seed: int) -> tuple[bytes, np.ndarray]:
     for sd in model.signatureDefs or []:
         for t in list(sd.inputs or []) + list(sd.outputs or []):
             t.tensorIndex = int(perm[t.tensorIndex])
-    made = {int(perm[int(i)]) for i in range(len(sg.tensors))} - {int(o) for op in sg.operators for o in op.outputs}
+    made = set(range(len(sg.tensors))) - {int(o) for op in sg.operators for o in op.outputs}  # inputs, constants
     order, left = [], list(sg.operators)
     while left:  # a random topological order
         ready = [op for op in left if all(int(i) in made for i in op.inputs if i >= 0)]

@@ -45,6 +45,7 @@ import io
 import json
 import os
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,9 +181,7 @@ def _addressed(model, weights: dict, ranges: dict, meta: dict) -> Int8Params:
     tensor apart, canonical keys."""
     keys = canonical_keys(model)
     stored = set(weights) | set(ranges)
-    count = {}
-    for k in keys:
-        count[k] = count.get(k, 0) + 1
+    count = Counter(keys)
     unique = all(count[keys[i]] == 1 for i in stored)
     return Int8Params(graph_signature(model), weights, ranges, dict(meta),
                       keys={i: keys[i] for i in stored} if unique else None,
