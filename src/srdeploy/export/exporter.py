@@ -19,7 +19,7 @@ from ..fsutil import (FolderLock, atomic_copy, atomic_write_json, ensure_writabl
                       staging_dir, swap_in)
 from ..models.weights import sha256_file
 from ..quantize.qat_job import MAX_STEPS as MAX_QAT_STEPS  # (one bound for sr-export and QAT jobs)
-from ..runtime import OnnxRunner, TFLiteRunner
+from ..runtime import TILE_HINT, OnnxRunner, TFLiteRunner, check_declared_memory, check_onnx_memory, onnx_tensor_bytes
 from ..sources import MAX_EXPORT_PIXELS  # noqa: F401  (re-exported: the export size bound)
 from ..sample_images import parity_image
 from .formats import ONNX_OPSET, convert_onnx2tf
@@ -227,6 +227,35 @@ class Exporter:
             return tuple(recorded)
         return tuple(cfg.rewrites)
 
+    #: the probe's side: the graph at a small size, whose tensors scale with the pixels
+    PROBE_SIDE = 64
+    #: how far above the limit a probe's estimate must be before it refuses (padding makes a 64x64 probe's tensors
+    #: up to ~6 % larger per pixel than a big frame's); nearer the limit the graph written at the size decides
+    PROBE_MARGIN = 1.1
+
+    def _check_memory_estimate(self) -> None:
+        """Refuse a size whose FP32 artifact the runners would refuse, in seconds: at 1080x1920 imdn x4 declares
+        52.7 GB, and the references, the ONNX export and its simplification there took 4 min 25 s and 11.6 GB
+        before the exact check after the ONNX could refuse it. The graph is written at a small size and its
+        declared run-time tensors scaled by the pixel ratio (SR networks are convolutional: every large tensor is
+        proportional to H x W). Skipped for small sizes and fixed-size sources; a probe that fails leaves the
+        decision to the exact check."""
+        h, w = self.size
+        src, k = self.source, max(1, self.source.size_multiple)
+        side = -(-max(self.PROBE_SIDE, src.min_size) // k) * k
+        if src.fixed_size or h * w <= 4 * side * side:
+            return
+        with tempfile.TemporaryDirectory(prefix="srdeploy-probe-") as tmp:
+            probe = Path(tmp) / "probe.onnx"
+            try:
+                src.write_onnx(probe, (side, side), tuple(self.cfg.rewrites), self.graph_io)
+                total, largest = onnx_tensor_bytes(probe)
+            except Exception:  # noqa: BLE001 -- the export itself reports what is wrong with the source
+                return
+        f = h * w / (side * side)
+        check_declared_memory(f"{src.name} x{self.scale} at {h}x{w} would declare about", int(total * f),
+                              int(largest * f), TILE_HINT, margin=self.PROBE_MARGIN)
+
     # ------------------------------------------------------------------ parity
     def _parity_inputs(self) -> list[ParityInput]:
         h, w = self.size
@@ -327,6 +356,7 @@ class Exporter:
         if not cfg.parity:
             self.log("WARNING: --no-parity: artifacts are NOT checked against PyTorch")
         steps = 2 + int(cfg.fp16) + int(cfg.int8)
+        self._check_memory_estimate()
         inputs = self._parity_inputs() if cfg.parity else []
         with tempfile.TemporaryDirectory(prefix="srdeploy-export-") as tmp:
             work = Path(tmp)
@@ -336,6 +366,8 @@ class Exporter:
                         " converted inside the graph)"))
             onnx_path = work / "model.onnx"
             self.rewrites_applied = self.source.write_onnx(onnx_path, self.size, tuple(cfg.rewrites), self.graph_io)
+            # before the ONNX gate and the conversion: a size whose TFLite the runners would refuse stops here
+            check_onnx_memory(f"{self.source.name} x{self.scale} at {h}x{w}", onnx_path)
             self._install("onnx", onnx_path, "fp32", "onnx",
                           self._gate("onnx", self._rule("fp32"), OnnxRunner(onnx_path), inputs))
             self._stop_if_failed()
