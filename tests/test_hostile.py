@@ -292,7 +292,8 @@ def test_an_export_size_whose_artifact_would_be_refused_stops_before_any_work(tm
     # the same size under the default limit passes the check (the export itself is not run here)
     from srdeploy.export.exporter import ExportConfig, Exporter
 
-    Exporter(ExportConfig(model="dipnet_lite", size="1024x1024", out=str(out)), log=lambda m: None)._check_memory_estimate()
+    ex = Exporter(ExportConfig(model="dipnet_lite", size="1024x1024", out=str(out)), log=lambda m: None)
+    ex._check_memory_estimate()
 
 
 def test_the_exact_check_after_the_onnx_refuses_a_small_size_too(tmp_path):

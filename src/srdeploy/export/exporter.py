@@ -19,7 +19,8 @@ from ..fsutil import (FolderLock, atomic_copy, atomic_write_json, ensure_writabl
                       staging_dir, swap_in)
 from ..models.weights import sha256_file
 from ..quantize.qat_job import MAX_STEPS as MAX_QAT_STEPS  # (one bound for sr-export and QAT jobs)
-from ..runtime import TILE_HINT, OnnxRunner, TFLiteRunner, check_declared_memory, check_onnx_memory, onnx_tensor_bytes
+from ..runtime import (ONNX_MARGIN, TILE_HINT, OnnxRunner, TFLiteRunner, check_declared_memory, check_onnx_memory,
+                       onnx_tensor_bytes)
 from ..sources import MAX_EXPORT_PIXELS  # noqa: F401  (re-exported: the export size bound)
 from ..sample_images import parity_image
 from .formats import ONNX_OPSET, convert_onnx2tf
@@ -229,9 +230,10 @@ class Exporter:
 
     #: the probe's side: the graph at a small size, whose tensors scale with the pixels
     PROBE_SIDE = 64
-    #: how far above the limit a probe's estimate must be before it refuses (padding makes a 64x64 probe's tensors
-    #: up to ~6 % larger per pixel than a big frame's); nearer the limit the graph written at the size decides
-    PROBE_MARGIN = 1.1
+    #: how far above the limit a probe's estimate must be before it refuses: ONNX_MARGIN (what the converter fuses),
+    #: times 1.05 for the probe's scaling (a 64x64 graph's non-pixel tensors; 0.2 % above the graph written at the
+    #: size for imdn x4 at 1080x1920); nearer the limit the graph written at the size decides
+    PROBE_MARGIN = ONNX_MARGIN * 1.05
 
     def _check_memory_estimate(self) -> None:
         """Refuse a size whose FP32 artifact the runners would refuse, in seconds: at 1080x1920 imdn x4 declares
