@@ -12,28 +12,17 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnx import shape_inference
 
-from srdeploy.runtime import tflite_tensor_bytes
+from srdeploy.runtime import onnx_tensor_sizes, tflite_tensor_bytes
 
 
 def onnx_sums(path: Path) -> tuple[int, int]:
-    g = shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True).graph
-    consts = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
-    infos = {vi.name: vi for vi in list(g.input) + list(g.value_info) + list(g.output) if vi.name not in consts}
-
-    def size(vi) -> int:
-        n = 1
-        for d in vi.type.tensor_type.shape.dim:
-            n *= max(d.dim_value, 1)
-        return n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).itemsize
-
-    every = sum(size(vi) for vi in infos.values())
-    conv = {n.output[0] for n in g.node if n.op_type in ("Conv", "ConvTranspose")}
-    io = {vi.name for vi in list(g.input) + list(g.output)}
-    return every, sum(size(infos[x]) for x in conv | io if x in infos)
+    model = onnx.load(str(path))
+    sizes = onnx_tensor_sizes(model)  # what sr-export's check before conversion counts
+    conv = {n.output[0] for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")}
+    io = {vi.name for vi in list(model.graph.input) + list(model.graph.output)}
+    return sum(sizes.values()), sum(sizes[x] for x in conv | io if x in sizes)
 
 
 if len(sys.argv) < 3:

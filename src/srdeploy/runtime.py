@@ -142,18 +142,13 @@ def tflite_tensor_bytes(data: bytes) -> tuple[int, int]:
     return sum(sizes), max(sizes, default=0)
 
 
-def onnx_tensor_bytes(path: str | os.PathLike) -> tuple[int, int]:
-    """``(sum, largest)`` bytes of the non-constant tensors an ONNX graph declares (inputs, outputs and every
-    value whose shape ONNX's shape inference fixes; a tensor with an unknown dimension is not counted). For the
-    graphs sr-export writes this is what the FP32 .tflite onnx2tf makes of it declares (:func:`tflite_tensor_bytes`:
-    1665.5 MB both for imdn x4 at 256x256, 6312.3 MB both for imdn_rtc x2 at 1080x1920), so it can be checked before
-    the conversion. (A graph the converter fuses declares less as a .tflite: 0.71x on imdn x4 with the conv_split
-    rewrite in its float graph; :data:`ONNX_MARGIN`.)"""
+def onnx_tensor_sizes(model) -> dict[str, int]:
+    """``{name: bytes}`` of the non-constant tensors an ONNX ``ModelProto`` declares: inputs, outputs and every value
+    whose shape ONNX's shape inference fixes (a tensor with an unknown dimension is not counted)."""
     import onnx
     from onnx import helper
 
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
-    g = model.graph
+    g = onnx.shape_inference.infer_shapes(model).graph
     consts = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     sizes = {}
     for vi in [*g.input, *g.value_info, *g.output]:
@@ -162,6 +157,18 @@ def onnx_tensor_bytes(path: str | os.PathLike) -> tuple[int, int]:
         if vi.name in consts or not vi.type.HasField("tensor_type") or not all(d > 0 for d in dims):
             continue
         sizes[vi.name] = int(np.prod(dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+    return sizes
+
+
+def onnx_tensor_bytes(path: str | os.PathLike) -> tuple[int, int]:
+    """``(sum, largest)`` of :func:`onnx_tensor_sizes` of an ONNX file. For the graphs sr-export writes this is what
+    the FP32 .tflite onnx2tf makes of it declares (:func:`tflite_tensor_bytes`: 1665.5 MB both for imdn x4 at
+    256x256, 6312.3 MB both for imdn_rtc x2 at 1080x1920), so it can be checked before the conversion. (A graph the
+    converter fuses declares less as a .tflite: 0.71x on imdn x4 with the conv_split rewrite in its float graph;
+    :data:`ONNX_MARGIN`.)"""
+    import onnx
+
+    sizes = onnx_tensor_sizes(onnx.load(str(path), load_external_data=False))
     return sum(sizes.values()), max(sizes.values(), default=0)
 
 
