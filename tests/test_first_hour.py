@@ -149,3 +149,30 @@ def test_export_bundle_reports_after_the_table_what_it_bundled(tmp_path):
     assert re.search(r"bundled into .*: model_fp32\.tflite \(fp32, x2, 1x24x24x3 float32 -> 1x48x48x3 float32\)", out)
     man = json.loads((app / "app/src/main/assets/srdeploy/manifest.json").read_text())
     assert "scale" not in man["input"] and str(tmp_path) not in json.dumps(man)
+
+
+def test_a_calibration_folder_of_linked_folders_is_read_through_them(tmp_path):
+    """A folder of links to dataset folders looked empty ("calibration folder … is empty") before: Path.rglob does
+    not follow linked folders on Python < 3.13. Each real folder is read once, so a link loop ends."""
+    from srdeploy.imaging import files_under
+    from srdeploy.quantize.calibration import calibration_frames
+    from srdeploy.train.data import PatchSampler
+
+    sets = {}
+    for name in ("setA", "setB"):
+        d = tmp_path / "data" / name
+        d.mkdir(parents=True)
+        for i in range(2):
+            png(d / f"{name}_{i}.png", 48, 40, seed=i)
+        sets[name] = d
+    mix = tmp_path / "mix"
+    mix.mkdir()
+    for name, d in sets.items():
+        (mix / name).symlink_to(d, target_is_directory=True)
+    (mix / "again").symlink_to(sets["setA"], target_is_directory=True)  # the same real folder twice: read once
+    (sets["setB"] / "loop").symlink_to(mix, target_is_directory=True)  # a loop back to the top
+    assert sorted(p.name for p in files_under(mix)) == ["setA_0.png", "setA_1.png", "setB_0.png", "setB_1.png"]
+    cal = calibration_frames(mix, 2, (8, 8), n=4)
+    assert sorted(cal.files) == ["setA_0.png", "setA_1.png", "setB_0.png", "setB_1.png"]
+    sampler = PatchSampler.from_folders([mix], 2, 8)
+    assert sorted(sampler.names) == ["setA_0.png", "setA_1.png", "setB_0.png", "setB_1.png"]

@@ -147,6 +147,25 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
             os.unlink(tmp)
 
 
+def files_under(folder: str | Path) -> list[Path]:
+    """Every file under ``folder``, sorted, with linked sub-folders followed.
+
+    A folder of links to dataset folders is how people assemble a calibration or training set, and
+    ``Path.rglob`` does not descend into linked folders before Python 3.13 (such a folder looked empty).
+    os.walk follows them; each real folder is walked once, so a link loop ends.
+    """
+    seen: set[str] = set()
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        out += [Path(dirpath, f) for f in filenames if os.path.isfile(os.path.join(dirpath, f))]
+    return sorted(out)
+
+
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

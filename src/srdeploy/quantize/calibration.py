@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SrDeployError
-from ..imaging import IMAGE_SUFFIXES, read_rgb
+from ..imaging import IMAGE_SUFFIXES, files_under, read_rgb
 from ..resize import bicubic_degrade
 from ..sample_images import random_crop
 
@@ -40,7 +40,7 @@ def calibration_frames(folder: str | Path, scale: int, size: tuple[int, int], n:
     folder = Path(folder)
     if not folder.is_dir():
         raise SrDeployError(f"calibration folder not found: {folder}")
-    entries = sorted(p for p in folder.rglob("*") if p.is_file())
+    entries = files_under(folder)
     if not entries:
         raise SrDeployError(f"calibration folder {folder} is empty")
     images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]

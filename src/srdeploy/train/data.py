@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import SrDeployError
-from ..imaging import IMAGE_SUFFIXES
+from ..imaging import IMAGE_SUFFIXES, files_under
 
 __all__ = ["PatchSampler", "step_rng"]
 
@@ -75,7 +75,7 @@ class PatchSampler:
         for k, folder in enumerate(sampler.folders):
             if not folder.is_dir():
                 raise SrDeployError(f"training data folder not found: {folder}")
-            entries = sorted(p for p in folder.rglob("*") if p.is_file())
+            entries = files_under(folder)
             files += [(k, p) for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
             sampler.skipped_non_images += sum(p.suffix.lower() not in IMAGE_SUFFIXES for p in entries)
         store = PairCache(cache)

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SrDeployError
-from ..imaging import IMAGE_SUFFIXES, read_rgb
+from ..imaging import IMAGE_SUFFIXES, files_under, read_rgb
 from ..resize import bicubic_degrade, modcrop
 
 __all__ = ["PairCache", "pixel_sha256", "evaluation_hashes", "file_sha256", "DEGRADATION"]
@@ -60,8 +60,8 @@ def evaluation_hashes(folders) -> dict[str, str]:
         root = Path(folder)
         if not root.is_dir():
             continue
-        for p in sorted(root.rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        for p in files_under(root):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
                 try:
                     out[pixel_sha256(read_rgb(p))] = f"{root.name}/{p.relative_to(root)}"
                 except SrDeployError:
