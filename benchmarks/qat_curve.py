@@ -72,7 +72,13 @@ def point(manifest: dict) -> dict | None:
         tags.append(f"rounding {own['rounding']}")
     crops = [f"{r.get('batch', 8)}x{r.get('patch', 64)}px" for r in runs]
     if any(c != "8x64px" for c in crops):  # a run on other crops than sr-export's batch 8 of 64x64
-        tags.append("crops " + " then ".join(crops))
+        spans = []  # consecutive runs on the same crops said once ("2x128px x2"): the legend stays readable
+        for c in crops:
+            if spans and spans[-1][0] == c:
+                spans[-1][1] += 1
+            else:
+                spans.append([c, 1])
+        tags.append("crops " + " then ".join(c if n == 1 else f"{c} x{n}" for c, n in spans))
     if images and not all(re.fullmatch(r"\d{4}\.png", Path(i).name) for i in images):
         tags.append("non-DIV2K crops")
     return {
@@ -121,7 +127,10 @@ def plot(points: list[dict], out: str, target: float) -> None:
     import matplotlib.ticker
 
     models = sorted({p["model"] for p in points})
-    fig, axes = plt.subplots(len(models), 2, figsize=(14, 3.2 * len(models)), squeeze=False)
+    # each row as tall as its legend (≈ 0.15 in an entry at fontsize 7), so one model's legend never runs into the next
+    heights = [max(3.2, 0.15 * len({p["series"] for p in points if p["model"] == m}) + 0.8) for m in models]
+    fig, axes = plt.subplots(len(models), 2, figsize=(14, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
     for row, model in zip(axes, models):
         mine = [p for p in points if p["model"] == model]
         for series in sorted({p["series"] for p in mine}):
