@@ -41,6 +41,10 @@ def test_points_sum_resumed_chains_split_series_and_drop_duplicates(tmp_path):
         # QAT resumed on larger crops (a job's --patch / --batch): its own series
         "big_crops.json": _manifest((0.26, 0.21), params_qat={"steps": 3000, "patch": 128, "batch": 2,
                                                               "continued_from": {"made_with": {"qat": first}}}),
+        # two runs on 128x128 crops in a row, then 64x64 again: consecutive runs on the same crops said once
+        "long_chain.json": _manifest((0.2, 0.19), params_qat={"steps": 1600, "continued_from": {"made_with": {"qat": {
+            "steps": 3000, "patch": 128, "batch": 2, "continued_from": {"made_with": {"qat": {
+                "steps": 2000, "patch": 128, "batch": 2, "continued_from": {"made_with": {"qat": first}}}}}}}}}),
         # the export that wrote a QAT job: its INT8 model is QAT's start, not a point at 5000 + 1000 steps
         "job.json": _manifest((0.3, 0.25), qat={"steps": 1000, "deferred_to_job": True,
                                                 "continued_from": {"made_with": {"qat": first}}}),
@@ -55,12 +59,13 @@ def test_points_sum_resumed_chains_split_series_and_drop_duplicates(tmp_path):
     got = {(p["series"], p["steps"], p["set5_drop_db"]) for p in pts}
     assert got == {("64x64", 0, 1.3), ("64x64", 5000, 0.3), ("64x64, no slices", 7000, 0.28),
                    ("720x480, pixel grid", 7000, 0.27), ("64x64, non-DIV2K crops", 7000, 0.33),
-                   ("64x64, crops 8x64px then 2x128px", 8000, 0.26)}
+                   ("64x64, crops 8x64px then 2x128px", 8000, 0.26),
+                   ("64x64, crops 8x64px then 2x128px x2 then 8x64px", 11600, 0.2)}
     assert [p["chain"] for p in pts if p["steps"] == 7000 and "grid" in p["series"]] == [[5000, 2000]]
     out = tmp_path / "curve.png"
     assert qat_curve.main([str(tmp_path), "--plot", str(out), "--json", str(tmp_path / "p.json")]) == 0
-    assert out.stat().st_size > 10_000 and len(json.loads((tmp_path / "p.json").read_text())) == 6
-    for only, n in (("imdn_rtc:2", 6), ("imdn_rtc", 6), ("imdn_rtc:4", 0), ("dipnet", 0)):
+    assert out.stat().st_size > 10_000 and len(json.loads((tmp_path / "p.json").read_text())) == 7
+    for only, n in (("imdn_rtc:2", 7), ("imdn_rtc", 7), ("imdn_rtc:4", 0), ("dipnet", 0)):
         code = qat_curve.main([str(tmp_path), "--model", only, "--json", str(tmp_path / "p.json")])
         assert code == (0 if n else 2) and (not n or len(json.loads((tmp_path / "p.json").read_text())) == n)
 
