@@ -147,6 +147,8 @@ def main() -> dict:
     if shipped is None or not candidate.is_file():
         _fail(f"{args.model} x{scale} ships no INT8 file, or {candidate} is not a file")
     if args.calib is None:
+        if data_dir() is None:
+            _fail("no data folder (SRDEPLOY_DATA or ../shared/data): give --calib DIR")
         args.calib = str(Path(data_dir()) / "div2k" / "HR")
     jobs = []
     for item in args.size:
