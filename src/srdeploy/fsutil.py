@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -14,7 +15,17 @@ from pathlib import Path
 from .errors import SrDeployError
 
 __all__ = ["atomic_copy", "atomic_write", "atomic_write_json", "ensure_writable_dir", "FolderLock", "read_user_json",
+           "sha256_file",
            "recover_stale_staging", "replaced_whole", "staging_dir", "swap_in"]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks (checkpoints, artifacts and training images alike)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_user_json(path: Path, max_bytes: int, kind: str, label: str | None = None):

@@ -1,7 +1,6 @@
 """Finding, verifying, downloading and loading checkpoints."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
@@ -14,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import SrDeployError
+from ..fsutil import sha256_file  # in __all__: its importers keep reading it from here
 from ..paths import cache_dir, downloads_allowed, weights_dir
 
 __all__ = ["WeightsSpec", "resolve_weights", "download_weights", "load_checkpoint", "read_arch",
@@ -42,14 +42,6 @@ def embedded_path(spec: WeightsSpec) -> Path:
     from importlib.resources import files
 
     return Path(str(files("srdeploy.models") / "zoo" / spec.file))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_weights(spec: WeightsSpec, explicit: str | os.PathLike | None = None,

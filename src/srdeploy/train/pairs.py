@@ -28,22 +28,15 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SrDeployError
+from ..fsutil import sha256_file
 from ..imaging import IMAGE_SUFFIXES, files_under, read_rgb
 from ..resize import bicubic_degrade, modcrop
 
-__all__ = ["PairCache", "pixel_sha256", "evaluation_hashes", "file_sha256", "DEGRADATION"]
+__all__ = ["PairCache", "pixel_sha256", "evaluation_hashes", "DEGRADATION"]
 
 #: bump when the degradation (or the cache layout) changes: older entries are then never read
 DEGRADATION = "matlab-bicubic-modcrop-v1"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pixel_sha256(img: np.ndarray) -> str:
@@ -126,7 +119,7 @@ class PairCache:
         """The (LR, target) pair of *path*; None when the image is smaller than *min_hr_side*.
 
         Raises SrDeployError for a file that is not a readable image."""
-        digest = file_sha256(path) if self.root is not None else ""
+        digest = sha256_file(path) if self.root is not None else ""
         key = hashlib.sha256(f"{digest}|x{scale}|{DEGRADATION}".encode()).hexdigest()
         got = self._load(self._entry(key), ("lr", "hr")) if self.root is not None else None
         cached = got is not None
