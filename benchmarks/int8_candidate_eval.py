@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import filecmp
-import hashlib
 import json
 import os
 import shutil
@@ -30,23 +29,14 @@ import sys
 import time
 from pathlib import Path
 
+from srdeploy.cli_util import OneLineParser, run_cli
 from srdeploy.errors import SrDeployError
-from srdeploy.fsutil import atomic_write_json
+from srdeploy.fsutil import atomic_write_json, sha256_file
 from srdeploy.models.registry import get_spec
 from srdeploy.paths import data_dir, weights_dir
 
 REPO = Path(__file__).resolve().parents[1]
 WHO = ("candidate", "shipped")
-
-
-def _fail(message: str):
-    """Bad input: one line, exit 2, nothing measured."""
-    print(f"int8_candidate_eval: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _clone(dest: Path, candidate: Path | None, file: str, old_sha: str) -> Path:
@@ -58,9 +48,9 @@ def _clone(dest: Path, candidate: Path | None, file: str, old_sha: str) -> Path:
         text = registry.read_text()
         needle = f'"{file}", "{old_sha}",'
         if text.count(needle) != 1:
-            _fail(f"{registry} does not name {file} with sha256 {old_sha} exactly once")
+            raise SrDeployError(f"{registry} does not name {file} with sha256 {old_sha} exactly once")
         shutil.copyfile(candidate, dest / "src" / "srdeploy" / "models" / "zoo" / file)
-        registry.write_text(text.replace(needle, f'"{file}", "{_sha256(candidate)}",'))
+        registry.write_text(text.replace(needle, f'"{file}", "{sha256_file(candidate)}",'))
     return dest
 
 
@@ -72,7 +62,7 @@ def _env(tree: Path) -> dict:
     probe = subprocess.run([sys.executable, "-c", "import srdeploy; print(srdeploy.__file__)"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     if not Path(probe).resolve().is_relative_to(tree.resolve()):
-        _fail(f"the clone's package is shadowed ({probe}); nothing was measured")
+        raise SrDeployError(f"the clone's package is shadowed ({probe}); nothing was measured")
     return env
 
 
@@ -122,8 +112,9 @@ def _bench(rows: list[dict], size: str, runs: int, out: Path) -> dict:
                                "candidate": round(cand / med[str(files[-2] if not same else files[0])], 4)}}
 
 
-def main() -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = OneLineParser(prog="int8_candidate_eval", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--scale", type=int, default=None, help="default: the model's only or first scale")
     ap.add_argument("--candidate", required=True, help="the INT8 parameter file (.npz) to register")
@@ -135,27 +126,24 @@ def main() -> dict:
     ap.add_argument("--bench-runs", type=int, default=16)
     ap.add_argument("--out", required=True, help="folder for the clones, exports, logs")
     ap.add_argument("--json", default=None, help="write the summary here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
-    try:
-        spec = get_spec(args.model)
-    except SrDeployError as exc:
-        _fail(str(exc))
+    spec = get_spec(args.model)
     scale = args.scale = args.scale or spec.scales[0]
     shipped = spec.int8_params.get(scale)
     candidate = Path(args.candidate).resolve()
     if shipped is None or not candidate.is_file():
-        _fail(f"{args.model} x{scale} ships no INT8 file, or {candidate} is not a file")
+        raise SrDeployError(f"{args.model} x{scale} ships no INT8 file, or {candidate} is not a file")
     if args.calib is None:
         if data_dir() is None:
-            _fail("no data folder (SRDEPLOY_DATA or ../shared/data): give --calib DIR")
+            raise SrDeployError("no data folder (SRDEPLOY_DATA or ../shared/data): give --calib DIR")
         args.calib = str(Path(data_dir()) / "div2k" / "HR")
     jobs = []
     for item in args.size:
         size, _, who = item.partition(":")
         who = who or "both"
         if who not in (*WHO, "both"):
-            _fail(f"--size {item}: WHO must be both, candidate or shipped")
+            raise SrDeployError(f"--size {item}: WHO must be both, candidate or shipped")
         jobs += [(w, size) for w in WHO if who in (w, "both")]
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +151,8 @@ def main() -> dict:
              "shipped": _clone(out / "tree_shipped", None, shipped.file, shipped.sha256)}
     envs = {w: _env(t) for w, t in trees.items()}
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"{args.model} x{scale}: candidate {_sha256(candidate)[:8]}… against shipped {shipped.sha256[:8]}… "
+    cand_sha = sha256_file(candidate)
+    print(f"{args.model} x{scale}: candidate {cand_sha[:8]}… against shipped {shipped.sha256[:8]}… "
           f"(HEAD {head[:8]}), {len(jobs)} exports, {args.jobs} at a time", flush=True)
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(args.jobs) as pool:
@@ -178,15 +167,15 @@ def main() -> dict:
                   f"{r['int8_params_choice']}") + f"  [{r['seconds']} s]", flush=True)
     rows.sort(key=lambda r: (jobs.index((r["who"], r["size"]))))
     summary = {"model": args.model, "scale": scale, "head": head, "candidate": str(candidate),
-               "candidate_sha256": _sha256(candidate), "shipped_sha256": shipped.sha256,
+               "candidate_sha256": cand_sha, "shipped_sha256": shipped.sha256,
                "calib": args.calib, "exports": rows, "export_seconds": round(time.perf_counter() - t0, 1)}
     if args.bench:
         summary["bench"] = _bench(rows, args.bench, args.bench_runs, out)
         print(f"  latency at {args.bench}: {json.dumps(summary['bench'])}", flush=True)
     if args.json:
         atomic_write_json(Path(args.json), summary)
-    return summary
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli("int8_candidate_eval", main))

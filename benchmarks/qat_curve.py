@@ -17,6 +17,7 @@ Written by hand: no library reads these manifests; matplotlib draws.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import sys
@@ -72,12 +73,8 @@ def point(manifest: dict) -> dict | None:
         tags.append(f"rounding {own['rounding']}")
     crops = [f"{r.get('batch', 8)}x{r.get('patch', 64)}px" for r in runs]
     if any(c != "8x64px" for c in crops):  # a run on other crops than sr-export's batch 8 of 64x64
-        spans = []  # consecutive runs on the same crops said once ("2x128px x2"): the legend stays readable
-        for c in crops:
-            if spans and spans[-1][0] == c:
-                spans[-1][1] += 1
-            else:
-                spans.append([c, 1])
+        # consecutive runs on the same crops said once ("2x128px x2"): the legend stays readable
+        spans = [(c, len(list(g))) for c, g in itertools.groupby(crops)]
         tags.append("crops " + " then ".join(c if n == 1 else f"{c} x{n}" for c, n in spans))
     if images and not all(re.fullmatch(r"\d{4}\.png", Path(i).name) for i in images):
         tags.append("non-DIV2K crops")

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from srdeploy.errors import SrDeployError
+from srdeploy.fsutil import sha256_file
+
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_candidate_eval.py"
 _spec = importlib.util.spec_from_file_location("int8_candidate_eval", _PATH)
 tool = importlib.util.module_from_spec(_spec)
@@ -29,11 +32,11 @@ def test_the_candidate_clone_changes_only_the_file_and_its_sha256(tmp_path):
     diff = subprocess.run(["git", "-C", str(tree), "diff", "-U0", "src/srdeploy/models/registry.py"],
                           capture_output=True, text=True, check=True).stdout
     changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
-    assert len(changed) == 2 and shipped.sha256 in changed[0] and tool._sha256(candidate) in changed[1]
+    assert len(changed) == 2 and shipped.sha256 in changed[0] and sha256_file(candidate) in changed[1]
     assert (tree / "src/srdeploy/models/zoo" / shipped.file).read_bytes() == b"not the shipped file"
-    with pytest.raises(SystemExit) as exc:  # a registry that does not name the shipped sha256: refused
+    with pytest.raises(SrDeployError) as exc:  # a registry that does not name the shipped sha256: refused
         tool._clone(tmp_path / "clone2", candidate, shipped.file, "0" * 64)
-    assert exc.value.code == 2
+    assert exc.value.exit_code == 2
 
 
 @pytest.mark.parametrize("args, message", [
